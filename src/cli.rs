@@ -1,0 +1,169 @@
+//! Command line: parses arguments, runs the chosen command, maps outcomes to exit codes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, DEFAULT_PATH, Settings};
+use crate::logging;
+use crate::monitor::{Command, Engine};
+
+/// Exit code for an invalid config or invalid arguments.
+pub const EXIT_CONFIG: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "unitwarden",
+    version,
+    about = "Keeps a host's systemd services running: restarts units that die, with capped retries and backoff",
+    long_about = None
+)]
+pub struct Cli {
+    /// Configuration file
+    #[arg(long, global = true, env = "UNITWARDEN_CONFIG", default_value = DEFAULT_PATH, value_name = "PATH")]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run the watchdog daemon (exit 0 on a clean stop)
+    Run,
+    /// Validate the configuration and print units, windows and the email target (exit 0 ok, 2 invalid)
+    CheckConfig,
+    /// One check-and-restart pass, then exit (exit 0 all healthy at the end, 1 some down)
+    Once,
+    /// Print the next critical window starts and ends
+    Windows {
+        /// How many transitions to print
+        #[arg(long, default_value_t = 5, value_name = "N")]
+        next: usize,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_CONFIG } else { 0 });
+        }
+    };
+    let settings = match config::load(&cli.config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match cli.command {
+        Cmd::CheckConfig => {
+            print!("{}", settings.summary());
+            ExitCode::SUCCESS
+        }
+        Cmd::Windows { next } => {
+            let host = jiff::tz::TimeZone::system();
+            print!(
+                "{}",
+                crate::window::format_upcoming(&settings.calendar, jiff::Timestamp::now(), next, &host)
+            );
+            ExitCode::SUCCESS
+        }
+        Cmd::Run => with_runtime(run(settings)),
+        Cmd::Once => with_runtime(once(settings)),
+    }
+}
+
+fn with_runtime(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    // One thread: the work is a few D-Bus messages per event, and it keeps RSS small.
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(fut),
+        Err(e) => {
+            eprintln!("unitwarden: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(settings: Settings) -> ExitCode {
+    let log = match logging::init(&settings.daemon.log) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("unitwarden: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let signals = (
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()),
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()),
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()),
+    );
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = signals else {
+        eprintln!("unitwarden: cannot install signal handlers");
+        return ExitCode::FAILURE;
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading configuration");
+            if tx.send(Command::Reload).await.is_err() {
+                break;
+            }
+        }
+    });
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    };
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %settings.path.display(), "unitwarden starting");
+    match Engine::new(settings, Some(log)).run(shutdown, rx).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn once(settings: Settings) -> ExitCode {
+    if let Err(e) = logging::init(&settings.daemon.log) {
+        eprintln!("unitwarden: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    match Engine::new(settings, None).once().await {
+        Ok(report) => {
+            for line in &report.lines {
+                println!("{line}");
+            }
+            if report.all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Err(e) => {
+            eprintln!("unitwarden: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn config_flag_works_before_and_after_the_subcommand() {
+        let a = Cli::try_parse_from(["unitwarden", "--config", "/x.toml", "once"]).unwrap();
+        let b = Cli::try_parse_from(["unitwarden", "once", "--config", "/x.toml"]).unwrap();
+        assert_eq!(a.config, PathBuf::from("/x.toml"));
+        assert_eq!(b.config, PathBuf::from("/x.toml"));
+    }
+}

@@ -1,0 +1,13 @@
+//! unitwarden keeps a host's systemd services running: it watches units over D-Bus, restarts
+//! the ones that die with capped, backed-off attempts, and checks harder in critical windows.
+
+pub mod cli;
+pub mod config;
+pub mod logging;
+pub mod monitor;
+pub mod notify;
+pub mod policy;
+pub mod state;
+pub mod systemd;
+pub mod unit;
+pub mod window;

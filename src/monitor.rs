@@ -1,0 +1,762 @@
+//! The watch loop: feeds systemd's signals and polls into each unit's [`UnitMachine`], carries
+//! out what the machines decide (restart jobs, log lines, state writes), and keeps systemd told
+//! of our status.
+//!
+//! One task owns all unit state; restart jobs run as separate tasks and report back, so a slow
+//! job never delays detection of another unit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::broadcast;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::config::{self, Settings};
+use crate::logging::{LogHandle, format_duration};
+use crate::notify::{self, Notifier};
+use crate::policy::{Deps, Effect, Episode, Health, JobOutcome, RestartPolicy, UnitMachine};
+use crate::state::Store;
+use crate::systemd::{Signal, Signals, Systemd, SystemdError, UnitStatus};
+use crate::unit::{ActiveState, Observation, UnitName, UnitPattern};
+
+/// How long a restart job may stay queued or running before we stop waiting for its
+/// `JobRemoved` and let the unit's state after `verify_after` decide.
+const JOB_WAIT: Duration = Duration::from_secs(300);
+/// Bound on waiting for in-flight restart jobs at shutdown.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+const RECONNECT_MAX: Duration = Duration::from_secs(10);
+
+/// Requests from outside the loop (signals today; the control socket later).
+#[derive(Debug)]
+pub enum Command {
+    Reload,
+}
+
+/// Whether the loop runs until stopped or makes one pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Daemon,
+    Once,
+}
+
+struct Watched {
+    /// Index of the `[[unit]]` entry that selected this unit.
+    entry: usize,
+    machine: UnitMachine,
+    obs: Option<Observation>,
+}
+
+#[derive(Clone, Debug)]
+struct JobDone {
+    job: String,
+    result: String,
+}
+
+pub struct Engine {
+    settings: Settings,
+    log: Option<LogHandle>,
+    units: BTreeMap<UnitName, Watched>,
+    by_path: HashMap<String, UnitName>,
+    store: Store,
+    notifier: Notifier,
+    jobs: broadcast::Sender<JobDone>,
+    attempts: JoinSet<(UnitName, JobOutcome)>,
+    next_poll: Instant,
+    last_poll: Instant,
+    interval: Duration,
+    mode_name: Option<String>,
+    reload_note: Option<String>,
+    seed: u64,
+    /// Attempts decided but not yet started: they need the bus, which the pure paths lack.
+    pending: Vec<(UnitName, u32, u32)>,
+}
+
+/// The outcome of `once`: whether every watched unit ended healthy.
+pub struct OnceReport {
+    pub lines: Vec<String>,
+    pub all_ok: bool,
+}
+
+impl Engine {
+    pub fn new(settings: Settings, log: Option<LogHandle>) -> Engine {
+        let store = Store::new(&settings.daemon.state_dir);
+        let (jobs, _) = broadcast::channel(256);
+        let now = Instant::now();
+        let interval = settings.daemon.interval;
+        let seed = std::process::id() as u64 ^ Timestamp::now().as_nanosecond() as u64;
+        Engine {
+            settings,
+            log,
+            units: BTreeMap::new(),
+            by_path: HashMap::new(),
+            store,
+            notifier: Notifier::from_env(),
+            jobs,
+            attempts: JoinSet::new(),
+            next_poll: now,
+            last_poll: now,
+            interval,
+            mode_name: None,
+            reload_note: None,
+            seed,
+            pending: Vec::new(),
+        }
+    }
+
+    /// The daemon: runs until `shutdown` resolves. `commands` carries reload requests.
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+        mut commands: tokio::sync::mpsc::Receiver<Command>,
+    ) -> anyhow::Result<()> {
+        tokio::pin!(shutdown);
+        self.restore();
+        let mut ready_sent = false;
+        let mut reconnect_delay = Duration::from_millis(100);
+        let watchdog = notify::watchdog_period();
+        let mut next_watchdog = Instant::now();
+        'connection: loop {
+            let (sd, mut signals) = tokio::select! {
+                _ = &mut shutdown => break 'connection,
+                c = self.connect() => match c {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(delay = %format_duration(reconnect_delay), "{e}; retrying");
+                        let wait = reconnect_delay;
+                        reconnect_delay = (reconnect_delay * 2).min(RECONNECT_MAX);
+                        tokio::select! {
+                            _ = &mut shutdown => break 'connection,
+                            _ = tokio::time::sleep(wait) => continue 'connection,
+                        }
+                    }
+                },
+            };
+            reconnect_delay = Duration::from_millis(100);
+            if let Err(e) = self.poll(&sd).await {
+                tracing::warn!("first poll failed: {e}; reconnecting");
+                continue 'connection;
+            }
+            if !ready_sent {
+                ready_sent = true;
+                let status = self.status_line();
+                self.notifier.ready(&status);
+                tracing::info!(
+                    units = self.units.len(),
+                    interval = %format_duration(self.interval),
+                    "watching"
+                );
+            }
+            loop {
+                self.spawn_pending(&sd);
+                self.update_status();
+                let wake = self.next_wake(watchdog.map(|_| next_watchdog));
+                tokio::select! {
+                    _ = &mut shutdown => break 'connection,
+                    sig = signals.next() => match sig {
+                        Some(sig) => self.on_signal(&sd, sig).await,
+                        None => {
+                            tracing::warn!("lost the D-Bus connection; reconnecting");
+                            continue 'connection;
+                        }
+                    },
+                    Some(done) = self.attempts.join_next(), if !self.attempts.is_empty() => {
+                        if let Ok((name, outcome)) = done {
+                            self.on_job(&sd, &name, outcome);
+                        }
+                    }
+                    Some(cmd) = commands.recv() => match cmd {
+                        Command::Reload => self.reload(&sd).await,
+                    },
+                    _ = tokio::time::sleep_until(wake) => {
+                        if let Some(period) = watchdog
+                            && Instant::now() >= next_watchdog
+                        {
+                            self.notifier.watchdog();
+                            next_watchdog = Instant::now() + period;
+                        }
+                        if let Err(e) = self.on_timer(&sd).await
+                            && e.is_connection_lost()
+                        {
+                            tracing::warn!("{e}; reconnecting");
+                            continue 'connection;
+                        }
+                    }
+                }
+            }
+        }
+        self.stop().await;
+        Ok(())
+    }
+
+    /// One check-and-restart pass: runs until no attempt is pending, then reports.
+    pub async fn once(mut self) -> anyhow::Result<OnceReport> {
+        self.restore();
+        let (sd, mut signals) = self.connect().await?;
+        self.poll(&sd).await?;
+        let settle_deadline = Instant::now() + self.max_verify();
+        loop {
+            self.spawn_pending(&sd);
+            let settling = self.units.values().any(|w| w.machine.health() == Some(Health::Systemd))
+                && Instant::now() < settle_deadline;
+            if !self.units.values().any(|w| w.machine.is_busy()) && self.attempts.is_empty() && !settling {
+                break;
+            }
+            let wake = self.next_wake(None).min(settle_deadline.max(Instant::now()));
+            tokio::select! {
+                sig = signals.next() => match sig {
+                    Some(sig) => self.on_signal(&sd, sig).await,
+                    None => anyhow::bail!("lost the D-Bus connection"),
+                },
+                Some(done) = self.attempts.join_next(), if !self.attempts.is_empty() => {
+                    if let Ok((name, outcome)) = done {
+                        self.on_job(&sd, &name, outcome);
+                    }
+                }
+                _ = tokio::time::sleep_until(wake) => { self.on_timer(&sd).await?; }
+            }
+        }
+        self.persist();
+        let mut lines = Vec::new();
+        let mut all_ok = true;
+        for (name, w) in &self.units {
+            let ok = w.machine.health().is_some_and(Health::is_ok);
+            all_ok &= ok;
+            let state = w.obs.as_ref().map_or("unknown".to_string(), |o| format!("{}/{}", o.active, o.sub));
+            let note = if w.machine.gave_up() { " (gave up)" } else { "" };
+            lines.push(format!("{name} {state}{}{note}", if ok { "" } else { " DOWN" }));
+        }
+        Ok(OnceReport { lines, all_ok })
+    }
+
+    fn max_verify(&self) -> Duration {
+        self.settings.units.iter().map(|u| u.policy.verify_after).max().unwrap_or_default()
+    }
+
+    async fn connect(&self) -> Result<(Systemd, Signals), SystemdError> {
+        let sd = Systemd::connect(self.settings.daemon.bus).await?;
+        let signals = sd.signals().await?;
+        Ok((sd, signals))
+    }
+
+    fn restore(&mut self) {
+        let saved = self.store.load();
+        let exact: Vec<UnitName> = self
+            .settings
+            .units
+            .iter()
+            .filter_map(|u| match &u.pattern {
+                UnitPattern::Exact(n) => Some(n.clone()),
+                UnitPattern::Glob(_) => None,
+            })
+            .collect();
+        for name in exact {
+            let ep = saved.get(&name).cloned();
+            self.watch(name, ep);
+        }
+        // Episodes of glob-matched units come back when the unit is seen again.
+        for (name, ep) in saved {
+            if !self.units.contains_key(&name) && self.settings.unit_for(&name).is_some() {
+                self.watch(name, Some(ep));
+            }
+        }
+    }
+
+    fn watch(&mut self, name: UnitName, episode: Option<Episode>) -> bool {
+        let Some(entry) = self.entry_for(&name) else { return false };
+        if self.units.contains_key(&name) {
+            return false;
+        }
+        self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.by_path.insert(name.object_path(), name.clone());
+        self.units.insert(
+            name,
+            Watched {
+                entry,
+                machine: UnitMachine::new(episode, self.seed),
+                obs: None,
+            },
+        );
+        true
+    }
+
+    fn entry_for(&self, name: &UnitName) -> Option<usize> {
+        let units = &self.settings.units;
+        units
+            .iter()
+            .position(|u| matches!(&u.pattern, UnitPattern::Exact(n) if n == name))
+            .or_else(|| units.iter().position(|u| u.pattern.matches(name)))
+    }
+
+    fn policy_of(&self, name: &UnitName) -> Option<RestartPolicy> {
+        let w = self.units.get(name)?;
+        Some(self.settings.units[w.entry].policy.clone())
+    }
+
+    /// The safety net: one `ListUnitsByNames` for the named units and one `ListUnitsByPatterns`
+    /// for the globs, whatever the number of units.
+    async fn poll(&mut self, sd: &Systemd) -> Result<(), SystemdError> {
+        let exact: Vec<&str> = self.units.keys().map(|n| n.as_str()).collect();
+        let globs: Vec<&str> = self
+            .settings
+            .units
+            .iter()
+            .filter_map(|u| matches!(u.pattern, UnitPattern::Glob(_)).then(|| u.pattern.as_str()))
+            .collect();
+        let mut listed = sd.list_by_names(&exact).await?;
+        listed.extend(sd.list_by_patterns(&globs).await?);
+        let now_i = Instant::now();
+        self.last_poll = now_i;
+        self.next_poll = now_i + self.interval;
+        for status in listed {
+            self.observe_listed(status);
+        }
+        self.tick_all();
+        Ok(())
+    }
+
+    fn observe_listed(&mut self, status: UnitStatus) {
+        let UnitStatus { name, observation } = status;
+        if !self.units.contains_key(&name) {
+            if !self.watch(name.clone(), None) {
+                return;
+            }
+            tracing::info!(unit = %name, state = %observation.active, "watching new unit");
+        }
+        let Some(w) = self.units.get_mut(&name) else { return };
+        let mut obs = observation;
+        if let Some(old) = &w.obs {
+            obs.result = old.result.clone();
+            obs.n_restarts = old.n_restarts;
+        }
+        self.observe(&name, obs);
+    }
+
+    fn observe(&mut self, name: &UnitName, obs: Observation) {
+        let Some(policy) = self.policy_of(name) else { return };
+        let Some(w) = self.units.get_mut(name) else { return };
+        let now = Timestamp::now();
+        let mut fx = Vec::new();
+        if let Some(n) = obs.n_restarts
+            && w.obs.as_ref().and_then(|o| o.n_restarts) != Some(n)
+        {
+            fx.extend(w.machine.observe_restarts(&policy, n, now));
+        }
+        let health = Health::of(&obs, policy.restart_inactive);
+        w.obs = Some(obs);
+        fx.extend(w.machine.observe(&policy, health, now));
+        self.apply(name, fx);
+    }
+
+    async fn on_signal(&mut self, sd: &Systemd, sig: Signal) {
+        match sig {
+            Signal::Unit { path, update } => {
+                let Some(name) = self.by_path.get(&path).cloned() else { return };
+                let Some(w) = self.units.get(&name) else { return };
+                let Some(mut obs) = w.obs.clone() else {
+                    // No full picture yet; the poll that follows subscription provides it.
+                    return;
+                };
+                update.apply(&mut obs);
+                if Some(&obs) != w.obs.as_ref() {
+                    self.observe(&name, obs);
+                    self.tick_all();
+                }
+            }
+            Signal::JobRemoved { job, result, .. } => {
+                // No receiver just means no attempt of ours is waiting.
+                let _ = self.jobs.send(JobDone { job, result });
+            }
+            Signal::UnitNew { name } => {
+                let Ok(name) = UnitName::parse(&name) else { return };
+                if self.units.contains_key(&name) || self.entry_for(&name).is_none() {
+                    return;
+                }
+                match sd.list_by_names(&[name.as_str()]).await {
+                    Ok(listed) => listed.into_iter().for_each(|s| self.observe_listed(s)),
+                    Err(e) => tracing::warn!(unit = %name, "cannot read new unit: {e}"),
+                }
+                self.tick_all();
+            }
+            Signal::Reloaded | Signal::ManagerRestarted => {
+                if sig == Signal::ManagerRestarted {
+                    tracing::info!("systemd manager restarted; subscribing again");
+                    if let Err(e) = sd.subscribe().await {
+                        tracing::warn!("subscribe failed: {e}");
+                    }
+                }
+                if let Err(e) = self.poll(sd).await {
+                    tracing::warn!("poll after manager reload failed: {e}");
+                }
+            }
+        }
+    }
+
+    fn on_job(&mut self, sd: &Systemd, name: &UnitName, outcome: JobOutcome) {
+        let Some(policy) = self.policy_of(name) else { return };
+        let Some(w) = self.units.get_mut(name) else { return };
+        let fx = w.machine.job_finished(&policy, outcome, Timestamp::now());
+        self.apply(name, fx);
+        self.tick_all();
+        let _ = sd;
+    }
+
+    async fn on_timer(&mut self, sd: &Systemd) -> Result<(), SystemdError> {
+        self.refresh_window();
+        if Instant::now() >= self.next_poll {
+            self.poll(sd).await?;
+        } else {
+            self.tick_all();
+        }
+        self.spawn_pending(sd);
+        Ok(())
+    }
+
+    /// Switches the effective interval at window boundaries: the next poll moves to
+    /// `last poll + new interval`, not to the old schedule.
+    fn refresh_window(&mut self) {
+        let now = Timestamp::now();
+        let cal = &self.settings.calendar;
+        let base = self.settings.daemon.interval;
+        let interval = cal.effective_interval(now, base).min(base);
+        let mode = cal.mode(now);
+        if mode != self.mode_name {
+            match &mode {
+                Some(w) => tracing::info!(window = %w, interval = %format_duration(interval), "critical window started"),
+                None => tracing::info!(
+                    window = %self.mode_name.as_deref().unwrap_or("-"),
+                    interval = %format_duration(interval),
+                    "critical window ended"
+                ),
+            }
+            self.mode_name = mode;
+        }
+        if interval != self.interval {
+            self.interval = interval;
+            self.next_poll = (self.last_poll + interval).max(Instant::now());
+        }
+    }
+
+    fn next_wake(&self, watchdog: Option<Instant>) -> Instant {
+        let now_ts = Timestamp::now();
+        let now = Instant::now();
+        let to_instant = |t: Timestamp| {
+            let d = t.duration_since(now_ts);
+            now + Duration::try_from(d).unwrap_or(Duration::ZERO)
+        };
+        let mut wake = self.next_poll;
+        for w in self.units.values() {
+            if let Some(d) = w.machine.next_deadline(&self.settings.units[w.entry].policy) {
+                wake = wake.min(to_instant(d));
+            }
+        }
+        if let Some(t) = self.settings.calendar.next_transition(now_ts) {
+            wake = wake.min(to_instant(t));
+        }
+        if let Some(w) = watchdog {
+            wake = wake.min(w);
+        }
+        wake
+    }
+
+    fn tick_all(&mut self) {
+        let now = Timestamp::now();
+        let names: Vec<UnitName> = self.units.keys().cloned().collect();
+        for name in names {
+            let deps = self.deps_of(&name);
+            let Some(policy) = self.policy_of(&name) else { continue };
+            let Some(w) = self.units.get_mut(&name) else { continue };
+            let fx = w.machine.tick(&policy, &deps, now);
+            self.apply(&name, fx);
+        }
+    }
+
+    fn deps_of(&self, name: &UnitName) -> Deps {
+        let Some(w) = self.units.get(name) else { return Deps::Ready };
+        for dep in &self.settings.units[w.entry].depends_on {
+            let healthy = self
+                .units
+                .get(dep)
+                .and_then(|d| d.machine.health())
+                .is_some_and(|h| h == Health::Healthy);
+            if !healthy {
+                return Deps::Waiting(dep.to_string());
+            }
+        }
+        Deps::Ready
+    }
+
+    /// Turns decisions into log lines and state writes; attempts are queued for `spawn_pending`.
+    fn apply(&mut self, name: &UnitName, fx: Vec<Effect>) {
+        if fx.is_empty() {
+            return;
+        }
+        let Some(w) = self.units.get(name) else { return };
+        let obs = w.obs.clone();
+        let state = obs.as_ref().map_or("unknown", |o| o.active.as_str());
+        let sub = obs.as_ref().map_or(String::new(), |o| o.sub.to_string());
+        let result = obs.as_ref().and_then(|o| o.result.clone()).unwrap_or_else(|| "-".into());
+        let window = self.mode_name.clone().unwrap_or_else(|| "-".into());
+        let mut dirty = false;
+        for e in fx {
+            match e {
+                Effect::Down => {
+                    tracing::warn!(unit = %name, state, sub = %sub, result = %result, window = %window, "unit is down")
+                }
+                Effect::Scheduled { attempt, of, delay } => tracing::info!(
+                    unit = %name, state, action = "restart", attempt = %format!("{attempt}/{of}"),
+                    delay = %format_duration(delay), "restart scheduled"
+                ),
+                Effect::Attempt { attempt, of } => {
+                    self.pending.push((name.clone(), attempt, of));
+                }
+                Effect::Restarted { attempt, of } => tracing::info!(
+                    unit = %name, state, action = "restart", attempt = %format!("{attempt}/{of}"),
+                    result = "restarted", "unit restarted and still active after verify_after"
+                ),
+                Effect::AttemptFailed { attempt, of, reason } => tracing::warn!(
+                    unit = %name, state, action = "restart", attempt = %format!("{attempt}/{of}"),
+                    result = "failed", "restart attempt failed: {reason}"
+                ),
+                Effect::GaveUp { attempts } => tracing::error!(
+                    unit = %name, state, action = "give_up", attempt = %format!("{attempts}/{attempts}"),
+                    "giving up: no more restarts until give_up_cooldown passes or an operator runs `unitwarden retry`"
+                ),
+                Effect::Recovered => tracing::info!(unit = %name, state, result = "recovered", "unit is active again"),
+                Effect::EpisodeEnded => {
+                    tracing::info!(unit = %name, state, "healthy for reset_after; attempt counter reset")
+                }
+                Effect::Rearmed => tracing::info!(
+                    unit = %name, state, action = "retry", "give_up_cooldown passed; starting a new episode"
+                ),
+                Effect::WaitSystemd => tracing::info!(
+                    unit = %name, state, sub = %sub, action = "wait_systemd", "systemd is handling this unit; leaving it alone"
+                ),
+                Effect::WaitDependency(dep) => tracing::info!(
+                    unit = %name, state, action = "wait_dependency", dependency = %dep,
+                    "restart waits for a dependency to be active"
+                ),
+                Effect::Unloadable(load) => tracing::error!(
+                    unit = %name, state = %load, "unit cannot be loaded; reporting only, never restarting"
+                ),
+                Effect::Flapping { restarts } => tracing::warn!(
+                    unit = %name, state, restarts, "flapping: systemd keeps restarting this unit"
+                ),
+                Effect::Persist => dirty = true,
+            }
+        }
+        if dirty {
+            self.persist();
+        }
+    }
+
+    fn persist(&mut self) {
+        let episodes: BTreeMap<UnitName, Episode> = self
+            .units
+            .iter()
+            .filter_map(|(n, w)| Some((n.clone(), w.machine.episode()?.clone())))
+            .collect();
+        self.store.save(&episodes);
+    }
+
+    /// Starts the attempts the machines asked for; the episode was persisted before this.
+    fn spawn_pending(&mut self, sd: &Systemd) {
+        for (name, attempt, of) in std::mem::take(&mut self.pending) {
+            let failed = self
+                .units
+                .get(&name)
+                .and_then(|w| w.obs.as_ref())
+                .is_some_and(|o| o.active == ActiveState::Failed);
+            let jobs = self.jobs.subscribe();
+            let sd = sd.clone();
+            tracing::info!(
+                unit = %name, action = "restart", attempt = %format!("{attempt}/{of}"), "restarting"
+            );
+            self.attempts.spawn(async move {
+                let outcome = run_attempt(&sd, &name, failed, jobs).await;
+                (name, outcome)
+            });
+        }
+    }
+
+    async fn reload(&mut self, sd: &Systemd) {
+        let path = self.settings.path.clone();
+        let new = match config::load(&path) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(action = "reload", result = "failed", "config reload failed, keeping the running config: {e}");
+                self.reload_note = Some("config reload failed".into());
+                return;
+            }
+        };
+        self.notifier.send("RELOADING=1");
+        self.reload_note = None;
+        if let Some(log) = &self.log {
+            log.set_level(new.daemon.log.level);
+        }
+        if new.daemon.bus != self.settings.daemon.bus || new.daemon.state_dir != self.settings.daemon.state_dir {
+            tracing::warn!("bus and state_dir changes take effect when unitwarden restarts");
+        }
+        let mut new = new;
+        new.daemon.bus = self.settings.daemon.bus;
+        new.daemon.state_dir = self.settings.daemon.state_dir.clone();
+        self.settings = new;
+        // Keep the machines (and their episodes) of units still configured; drop the others.
+        let names: Vec<UnitName> = self.units.keys().cloned().collect();
+        for name in names {
+            match self.entry_for(&name) {
+                Some(entry) => {
+                    if let Some(w) = self.units.get_mut(&name) {
+                        w.entry = entry;
+                    }
+                }
+                None => {
+                    self.units.remove(&name);
+                    self.by_path.remove(&name.object_path());
+                    tracing::info!(unit = %name, "no longer configured; not watching");
+                }
+            }
+        }
+        let exact: Vec<UnitName> = self
+            .settings
+            .units
+            .iter()
+            .filter_map(|u| match &u.pattern {
+                UnitPattern::Exact(n) => Some(n.clone()),
+                UnitPattern::Glob(_) => None,
+            })
+            .collect();
+        for name in exact {
+            self.watch(name, None);
+        }
+        self.interval = self.settings.daemon.interval;
+        self.mode_name = None;
+        self.refresh_window();
+        self.persist();
+        if let Err(e) = self.poll(sd).await {
+            tracing::warn!("poll after reload failed: {e}");
+        }
+        tracing::info!(action = "reload", result = "ok", units = self.units.len(), "configuration reloaded");
+        let status = self.status_line();
+        self.notifier.ready(&status);
+    }
+
+    async fn stop(&mut self) {
+        self.notifier.send("STOPPING=1");
+        tracing::info!("stopping");
+        let deadline = Instant::now() + SHUTDOWN_WAIT;
+        while !self.attempts.is_empty() {
+            match tokio::time::timeout_at(deadline, self.attempts.join_next()).await {
+                Ok(Some(Ok((name, outcome)))) => {
+                    tracing::info!(unit = %name, "restart job finished during shutdown: {outcome:?}");
+                }
+                Ok(Some(Err(_))) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        self.persist();
+    }
+
+    fn update_status(&mut self) {
+        let s = self.status_line();
+        self.notifier.status(&s);
+    }
+
+    /// The one-line story for `systemctl status`.
+    fn status_line(&self) -> String {
+        let mut active = 0;
+        let mut restarting = Vec::new();
+        let mut gave_up = Vec::new();
+        let mut down = Vec::new();
+        let mut systemd = 0;
+        let mut missing = Vec::new();
+        for (name, w) in &self.units {
+            let short = name.as_str().strip_suffix(".service").unwrap_or(name.as_str());
+            let of = self.settings.units[w.entry].policy.max_attempts;
+            if let Some(k) = w.machine.current_attempt() {
+                restarting.push(format!("{short} {k}/{of}"));
+                continue;
+            }
+            match w.machine.health() {
+                Some(Health::Healthy) | Some(Health::Stopped) => active += 1,
+                Some(Health::Down) if w.machine.gave_up() => gave_up.push(short.to_string()),
+                Some(Health::Down) => down.push(short.to_string()),
+                Some(Health::Systemd) => systemd += 1,
+                Some(Health::Unloadable(_)) => missing.push(short.to_string()),
+                None => {}
+            }
+        }
+        let mut parts = vec![format!("{active} active")];
+        if !restarting.is_empty() {
+            parts.push(format!("{} restarting ({})", restarting.len(), restarting.join(", ")));
+        }
+        if !down.is_empty() {
+            parts.push(format!("{} down ({})", down.len(), down.join(", ")));
+        }
+        if !gave_up.is_empty() {
+            parts.push(format!("{} gave up ({})", gave_up.len(), gave_up.join(", ")));
+        }
+        if systemd > 0 {
+            parts.push(format!("{systemd} left to systemd"));
+        }
+        if !missing.is_empty() {
+            parts.push(format!("{} not found ({})", missing.len(), missing.join(", ")));
+        }
+        let mut line = format!("{} units: {}", self.units.len(), parts.join(", "));
+        match &self.mode_name {
+            Some(w) => line.push_str(&format!(" · window {w}")),
+            None => line.push_str(" · normal"),
+        }
+        let next = self.next_poll.saturating_duration_since(Instant::now());
+        line.push_str(&format!(
+            " · interval {} · next check {}",
+            format_duration(self.interval),
+            format_duration(Duration::from_secs(next.as_secs_f64().round() as u64))
+        ));
+        if let Some(note) = &self.reload_note {
+            line.push_str(&format!(" · {note}"));
+        }
+        line
+    }
+}
+
+/// One restart attempt: `ResetFailedUnit` when failed (clears the start limiter), then
+/// `RestartUnit`, then wait for the `JobRemoved` of our own job.
+async fn run_attempt(
+    sd: &Systemd,
+    name: &UnitName,
+    failed: bool,
+    mut jobs: broadcast::Receiver<JobDone>,
+) -> JobOutcome {
+    if failed {
+        tracing::info!(unit = %name, action = "reset_failed", "clearing the failed state before restarting");
+        if let Err(e) = sd.reset_failed(name).await {
+            tracing::warn!(unit = %name, action = "reset_failed", "ResetFailedUnit failed: {e}");
+        }
+    }
+    let job = match sd.restart(name).await {
+        Ok(job) => job,
+        Err(SystemdError::Refused { name: err, message }) => {
+            return JobOutcome::Failed(format!("refused ({err}: {message})"));
+        }
+        Err(e) => {
+            tracing::warn!(unit = %name, "RestartUnit: {e}");
+            return JobOutcome::Unknown;
+        }
+    };
+    let deadline = Instant::now() + JOB_WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, jobs.recv()).await {
+            Ok(Ok(done)) if done.job == job => {
+                return match done.result.as_str() {
+                    "done" => JobOutcome::Done,
+                    other => JobOutcome::Failed(other.to_string()),
+                };
+            }
+            Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+            Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => return JobOutcome::Unknown,
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! Names and states of systemd units as typed values, shared by the pure core and the D-Bus layer.
+
+use std::fmt;
+
+/// The unit types systemd knows; a configured name ending in one of these keeps its suffix.
+const UNIT_SUFFIXES: &[&str] = &[
+    "service",
+    "socket",
+    "target",
+    "timer",
+    "mount",
+    "automount",
+    "swap",
+    "path",
+    "slice",
+    "scope",
+    "device",
+];
+
+/// A full unit name such as `gunicorn.service`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct UnitName(String);
+
+impl UnitName {
+    /// Accepts `nginx` or `nginx.service`; the bare form gets `.service`, as `systemctl` does.
+    pub fn parse(raw: &str) -> Result<UnitName, String> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err("unit name is empty".into());
+        }
+        if raw.contains(['*', '?', '[']) {
+            return Err(format!("{raw:?} is a glob, not a unit name"));
+        }
+        if let Some(bad) = raw
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || ":-_.\\@".contains(*c)))
+        {
+            return Err(format!("unit name {raw:?} contains {bad:?}"));
+        }
+        Ok(UnitName(with_suffix(raw)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The object path systemd gives this unit (`sd_bus_path_encode` rules), so signals can be
+    /// routed without a round trip to the manager.
+    pub fn object_path(&self) -> String {
+        let mut path = String::from("/org/freedesktop/systemd1/unit/");
+        for (i, b) in self.0.bytes().enumerate() {
+            if b.is_ascii_alphabetic() || (b.is_ascii_digit() && i > 0) {
+                path.push(b as char);
+            } else {
+                path.push_str(&format!("_{b:02x}"));
+            }
+        }
+        path
+    }
+}
+
+impl fmt::Display for UnitName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn with_suffix(raw: &str) -> String {
+    match raw.rsplit_once('.') {
+        Some((_, suffix)) if UNIT_SUFFIXES.contains(&suffix) => raw.to_string(),
+        _ => format!("{raw}.service"),
+    }
+}
+
+/// A configured unit: one exact name, or a glob that picks up matching units as they appear.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UnitPattern {
+    Exact(UnitName),
+    Glob(String),
+}
+
+impl UnitPattern {
+    pub fn parse(raw: &str) -> Result<UnitPattern, String> {
+        let raw = raw.trim();
+        if raw.contains(['*', '?', '[']) {
+            if raw.contains(char::is_whitespace) || raw.contains('/') {
+                return Err(format!("glob {raw:?} contains a space or '/'"));
+            }
+            Ok(UnitPattern::Glob(with_suffix(raw)))
+        } else {
+            UnitName::parse(raw).map(UnitPattern::Exact)
+        }
+    }
+
+    pub fn matches(&self, name: &UnitName) -> bool {
+        match self {
+            UnitPattern::Exact(n) => n == name,
+            UnitPattern::Glob(g) => glob_match(g.as_bytes(), name.as_str().as_bytes()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            UnitPattern::Exact(n) => n.as_str(),
+            UnitPattern::Glob(g) => g,
+        }
+    }
+}
+
+impl fmt::Display for UnitPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// fnmatch(3)-style matching (`*`, `?`, `[...]`), the dialect systemd uses for unit patterns.
+fn glob_match(pat: &[u8], s: &[u8]) -> bool {
+    let (mut p, mut i) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while i < s.len() {
+        if p < pat.len() {
+            match pat[p] {
+                b'*' => {
+                    star = Some((p, i));
+                    p += 1;
+                    continue;
+                }
+                b'?' => {
+                    p += 1;
+                    i += 1;
+                    continue;
+                }
+                b'[' => {
+                    if let Some((matched, next)) = class_match(&pat[p..], s[i]) {
+                        if matched {
+                            p += next;
+                            i += 1;
+                            continue;
+                        }
+                    } else if s[i] == b'[' {
+                        p += 1;
+                        i += 1;
+                        continue;
+                    }
+                }
+                c if c == s[i] => {
+                    p += 1;
+                    i += 1;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        match star {
+            Some((sp, si)) => {
+                p = sp + 1;
+                i = si + 1;
+                star = Some((sp, si + 1));
+            }
+            None => return false,
+        }
+    }
+    pat[p..].iter().all(|&c| c == b'*')
+}
+
+/// Matches one byte against a `[...]` class at the start of `pat`; returns (matched, class length).
+fn class_match(pat: &[u8], c: u8) -> Option<(bool, usize)> {
+    let mut j = 1;
+    let negate = matches!(pat.get(j), Some(b'!') | Some(b'^'));
+    if negate {
+        j += 1;
+    }
+    let mut matched = false;
+    let mut first = true;
+    while j < pat.len() {
+        if pat[j] == b']' && !first {
+            return Some((matched != negate, j + 1));
+        }
+        first = false;
+        if j + 2 < pat.len() && pat[j + 1] == b'-' && pat[j + 2] != b']' {
+            if pat[j] <= c && c <= pat[j + 2] {
+                matched = true;
+            }
+            j += 3;
+        } else {
+            if pat[j] == c {
+                matched = true;
+            }
+            j += 1;
+        }
+    }
+    None
+}
+
+/// `ActiveState` as systemd reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActiveState {
+    Active,
+    Reloading,
+    Inactive,
+    Failed,
+    Activating,
+    Deactivating,
+    Maintenance,
+    Refreshing,
+    Unknown,
+}
+
+impl ActiveState {
+    pub fn parse(s: &str) -> ActiveState {
+        match s {
+            "active" => ActiveState::Active,
+            "reloading" => ActiveState::Reloading,
+            "inactive" => ActiveState::Inactive,
+            "failed" => ActiveState::Failed,
+            "activating" => ActiveState::Activating,
+            "deactivating" => ActiveState::Deactivating,
+            "maintenance" => ActiveState::Maintenance,
+            "refreshing" => ActiveState::Refreshing,
+            _ => ActiveState::Unknown,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActiveState::Active => "active",
+            ActiveState::Reloading => "reloading",
+            ActiveState::Inactive => "inactive",
+            ActiveState::Failed => "failed",
+            ActiveState::Activating => "activating",
+            ActiveState::Deactivating => "deactivating",
+            ActiveState::Maintenance => "maintenance",
+            ActiveState::Refreshing => "refreshing",
+            ActiveState::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for ActiveState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `LoadState` as systemd reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadState {
+    Loaded,
+    NotFound,
+    BadSetting,
+    Error,
+    Masked,
+    Stub,
+    Merged,
+    Unknown,
+}
+
+impl LoadState {
+    pub fn parse(s: &str) -> LoadState {
+        match s {
+            "loaded" => LoadState::Loaded,
+            "not-found" => LoadState::NotFound,
+            "bad-setting" => LoadState::BadSetting,
+            "error" => LoadState::Error,
+            "masked" => LoadState::Masked,
+            "stub" => LoadState::Stub,
+            "merged" => LoadState::Merged,
+            _ => LoadState::Unknown,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadState::Loaded => "loaded",
+            LoadState::NotFound => "not-found",
+            LoadState::BadSetting => "bad-setting",
+            LoadState::Error => "error",
+            LoadState::Masked => "masked",
+            LoadState::Stub => "stub",
+            LoadState::Merged => "merged",
+            LoadState::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for LoadState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `SubState`: dozens of values across unit types, so it stays a name; the one that changes our
+/// decisions, `auto-restart`, has its own predicate.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct SubState(String);
+
+impl SubState {
+    pub fn new(s: &str) -> SubState {
+        SubState(s.to_string())
+    }
+
+    pub fn is_auto_restart(&self) -> bool {
+        self.0 == "auto-restart"
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SubState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What we last saw of a unit: the merge of polls and `PropertiesChanged` signals.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observation {
+    pub load: LoadState,
+    pub active: ActiveState,
+    pub sub: SubState,
+    /// `Result` of a service (`success`, `exit-code`, `signal`, `watchdog`, ...), when known.
+    pub result: Option<String>,
+    /// systemd's own automatic restart counter (services only).
+    pub n_restarts: Option<u32>,
+}
+
+impl Observation {
+    pub fn new(load: LoadState, active: ActiveState, sub: SubState) -> Observation {
+        Observation {
+            load,
+            active,
+            sub,
+            result: None,
+            n_restarts: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_names_get_service_suffix() {
+        assert_eq!(UnitName::parse("nginx").unwrap().as_str(), "nginx.service");
+        assert_eq!(
+            UnitName::parse("postgresql@15-main").unwrap().as_str(),
+            "postgresql@15-main.service"
+        );
+        assert_eq!(UnitName::parse("x.socket").unwrap().as_str(), "x.socket");
+        assert_eq!(UnitName::parse("a.b").unwrap().as_str(), "a.b.service");
+        assert!(UnitName::parse("").is_err());
+        assert!(UnitName::parse("a b").is_err());
+        assert!(UnitName::parse("a*").is_err());
+    }
+
+    #[test]
+    fn object_paths_follow_systemd_escaping() {
+        let cases = [
+            ("nginx.service", "/org/freedesktop/systemd1/unit/nginx_2eservice"),
+            (
+                "celery@a-1.service",
+                "/org/freedesktop/systemd1/unit/celery_40a_2d1_2eservice",
+            ),
+            ("1x.service", "/org/freedesktop/systemd1/unit/_31x_2eservice"),
+        ];
+        for (name, path) in cases {
+            assert_eq!(UnitName::parse(name).unwrap().object_path(), path);
+        }
+    }
+
+    #[test]
+    fn globs_match_like_fnmatch() {
+        let g = UnitPattern::parse("celery@*").unwrap();
+        assert_eq!(g.as_str(), "celery@*.service");
+        let n = |s| UnitName::parse(s).unwrap();
+        assert!(g.matches(&n("celery@worker1.service")));
+        assert!(g.matches(&n("celery@.service")));
+        assert!(!g.matches(&n("celerybeat.service")));
+        let c = UnitPattern::parse("web[0-9].service").unwrap();
+        assert!(c.matches(&n("web3.service")));
+        assert!(!c.matches(&n("webx.service")));
+        let q = UnitPattern::parse("w?b.service").unwrap();
+        assert!(q.matches(&n("web.service")));
+        let neg = UnitPattern::parse("a[!b]c.service").unwrap();
+        assert!(neg.matches(&n("axc.service")));
+        assert!(!neg.matches(&n("abc.service")));
+    }
+
+    #[test]
+    fn states_parse_and_print() {
+        for s in ["active", "failed", "inactive", "activating", "deactivating", "reloading"] {
+            assert_eq!(ActiveState::parse(s).as_str(), s);
+        }
+        assert_eq!(ActiveState::parse("weird"), ActiveState::Unknown);
+        assert_eq!(LoadState::parse("not-found"), LoadState::NotFound);
+        assert!(SubState::new("auto-restart").is_auto_restart());
+    }
+}
