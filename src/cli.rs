@@ -68,7 +68,12 @@ pub fn main() -> ExitCode {
             let host = jiff::tz::TimeZone::system();
             print!(
                 "{}",
-                crate::window::format_upcoming(&settings.calendar, jiff::Timestamp::now(), next, &host)
+                crate::window::format_upcoming(
+                    &settings.calendar,
+                    jiff::Timestamp::now(),
+                    next,
+                    &host
+                )
             );
             ExitCode::SUCCESS
         }
@@ -79,7 +84,10 @@ pub fn main() -> ExitCode {
 
 fn with_runtime(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
     // One thread: the work is a few D-Bus messages per event, and it keeps RSS small.
-    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt.block_on(fut),
         Err(e) => {
             eprintln!("unitwarden: cannot start the async runtime: {e}");
@@ -140,7 +148,11 @@ async fn once(settings: Settings) -> ExitCode {
             for line in &report.lines {
                 println!("{line}");
             }
-            if report.all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            if report.all_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(e) => {
             eprintln!("unitwarden: {e:#}");

@@ -340,19 +340,19 @@ string_newtype!(
 );
 string_newtype!(HhMm(jiff::civil::Time), window::parse_hhmm);
 string_newtype!(Day(jiff::civil::Weekday), window::parse_day);
-string_newtype!(
-    Tz((String, jiff::tz::TimeZone)),
-    |s| jiff::tz::TimeZone::get(s)
+string_newtype!(Tz((String, jiff::tz::TimeZone)), |s| {
+    jiff::tz::TimeZone::get(s)
         .map(|tz| (s.to_string(), tz))
-        .map_err(|_| format!("unknown time zone {s:?} (expected an IANA name such as \"Europe/Istanbul\")"))
-);
+        .map_err(|_| {
+            format!("unknown time zone {s:?} (expected an IANA name such as \"Europe/Istanbul\")")
+        })
+});
 string_newtype!(Pattern(UnitPattern), UnitPattern::parse);
 string_newtype!(Name(UnitName), UnitName::parse);
 string_newtype!(Address(String), parse_address);
-string_newtype!(
-    Listen(SocketAddr),
-    |s| s.parse().map_err(|_| format!("{s:?} is not an address:port such as \"127.0.0.1:9717\""))
-);
+string_newtype!(Listen(SocketAddr), |s| s.parse().map_err(|_| format!(
+    "{s:?} is not an address:port such as \"127.0.0.1:9717\""
+)));
 
 /// A count that must be at least 1.
 #[derive(Clone, Copy, Debug)]
@@ -375,14 +375,17 @@ impl<'de> Deserialize<'de> for Percent {
         if v > 0.0 && v <= 100.0 {
             Ok(Percent(v))
         } else {
-            Err(serde::de::Error::custom(format!("{v} is not a percentage in (0, 100]")))
+            Err(serde::de::Error::custom(format!(
+                "{v} is not a percentage in (0, 100]"
+            )))
         }
     }
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("invalid duration {s:?}: {e} (examples: \"500ms\", \"15s\", \"1h30m\", \"7d\")"))
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        format!("invalid duration {s:?}: {e} (examples: \"500ms\", \"15s\", \"1h30m\", \"7d\")")
+    })
 }
 
 /// A deliberately small check: a mistyped address must fail at load, not at 08:00 on a Monday.
@@ -441,11 +444,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, ConfigError> {
             message,
         }
     };
-    let raw: RawConfig = toml::from_str(text).map_err(|e| err(e.span(), clean_message(e.message())))?;
+    let raw: RawConfig =
+        toml::from_str(text).map_err(|e| err(e.span(), clean_message(e.message())))?;
 
     let d = raw.daemon;
     let log_keep = match d.log_keep {
-        Some(k) if *k.get_ref() == 0 => return Err(err(Some(k.span()), "log_keep must be at least 1".into())),
+        Some(k) if *k.get_ref() == 0 => {
+            return Err(err(Some(k.span()), "log_keep must be at least 1".into()));
+        }
         Some(k) => k.into_inner(),
         None => 14,
     };
@@ -465,7 +471,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, ConfigError> {
             .unwrap_or_else(|| "/run/unitwarden/control.sock".into()),
     };
 
-    let defaults = merge_restart(&RestartPolicy::default(), &raw.restart).map_err(|(s, m)| err(s, m))?;
+    let defaults =
+        merge_restart(&RestartPolicy::default(), &raw.restart).map_err(|(s, m)| err(s, m))?;
 
     let mut windows = Vec::new();
     let mut window_names = BTreeSet::new();
@@ -473,18 +480,27 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, ConfigError> {
         let span = w.span();
         let w = w.into_inner();
         if !window_names.insert(w.name.get_ref().clone()) {
-            return Err(err(Some(w.name.span()), format!("window {:?} is defined twice", w.name.get_ref())));
+            return Err(err(
+                Some(w.name.span()),
+                format!("window {:?} is defined twice", w.name.get_ref()),
+            ));
         }
         if w.name.get_ref().trim().is_empty() {
             return Err(err(Some(w.name.span()), "window name is empty".into()));
         }
         if w.start.0 == w.end.get_ref().0 {
-            return Err(err(Some(w.end.span()), "window end equals its start".into()));
+            return Err(err(
+                Some(w.end.span()),
+                "window end equals its start".into(),
+            ));
         }
         let mut days = DaySet::default();
         match &w.days {
             Some(list) if list.is_empty() => {
-                return Err(err(Some(span), "window days is empty (omit it for every day)".into()));
+                return Err(err(
+                    Some(span),
+                    "window days is empty (omit it for every day)".into(),
+                ));
             }
             Some(list) => list.iter().for_each(|d| days.insert(d.0)),
             None => days = DaySet::all(),
@@ -514,7 +530,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, ConfigError> {
         let name_span = u.name.span();
         let pattern = u.name.into_inner().0;
         if seen.insert(pattern.as_str().to_string(), ()).is_some() {
-            return Err(err(Some(name_span), format!("unit {pattern} is listed twice")));
+            return Err(err(
+                Some(name_span),
+                format!("unit {pattern} is listed twice"),
+            ));
         }
         let overrides = RawRestart {
             max_attempts: u.max_attempts,
@@ -571,13 +590,22 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, ConfigError> {
     let resources = match raw.resources {
         Some(r) => {
             if let Some(l) = &r.load_max
-                && !(*l.get_ref() > 0.0)
+                && (l.get_ref().is_nan() || *l.get_ref() <= 0.0)
             {
-                return Err(err(Some(l.span()), "load_max must be greater than zero".into()));
+                return Err(err(
+                    Some(l.span()),
+                    "load_max must be greater than zero".into(),
+                ));
             }
             Some(ResourceSettings {
-                resource_interval: r.resource_interval.map_or(Duration::from_secs(3600), |d| d.0),
-                disk: r.disk.into_iter().map(|d| (d.path, d.max_used_percent.0)).collect(),
+                resource_interval: r
+                    .resource_interval
+                    .map_or(Duration::from_secs(3600), |d| d.0),
+                disk: r
+                    .disk
+                    .into_iter()
+                    .map(|d| (d.path, d.max_used_percent.0))
+                    .collect(),
                 memory_max_used_percent: r.memory_max_used_percent.map(|p| p.0),
                 load_max: r.load_max.map(|l| l.into_inner()),
             })
@@ -609,7 +637,10 @@ fn merge_restart(base: &RestartPolicy, r: &RawRestart) -> Result<RestartPolicy, 
     if let Some(m) = &r.backoff_multiplier {
         let v = *m.get_ref();
         if !(v.is_finite() && v >= 1.0) {
-            return Err((Some(m.span()), "backoff_multiplier must be a number >= 1".into()));
+            return Err((
+                Some(m.span()),
+                "backoff_multiplier must be a number >= 1".into(),
+            ));
         }
         p.backoff_multiplier = v;
     }
@@ -649,14 +680,23 @@ fn build_probe(p: Spanned<RawProbe>) -> Result<ProbeSettings, (Range<usize>, Str
     let p = p.into_inner();
     let kinds = [p.http.is_some(), p.tcp.is_some(), p.exec.is_some()];
     if kinds.iter().filter(|k| **k).count() != 1 {
-        return Err((span, "a probe needs exactly one of http, tcp or exec".into()));
+        return Err((
+            span,
+            "a probe needs exactly one of http, tcp or exec".into(),
+        ));
     }
     if p.http.is_none() && (p.expect_status.is_some() || p.expect_body.is_some()) {
-        return Err((span, "expect_status and expect_body apply to http probes only".into()));
+        return Err((
+            span,
+            "expect_status and expect_body apply to http probes only".into(),
+        ));
     }
     let check = if let Some(url) = p.http {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err((span, format!("probe http {url:?} must start with http:// or https://")));
+            return Err((
+                span,
+                format!("probe http {url:?} must start with http:// or https://"),
+            ));
         }
         ProbeCheck::Http {
             url,
@@ -664,14 +704,21 @@ fn build_probe(p: Spanned<RawProbe>) -> Result<ProbeSettings, (Range<usize>, Str
             expect_body: p.expect_body,
         }
     } else if let Some(addr) = p.tcp {
-        if addr.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).is_none() {
+        if addr
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse::<u16>().ok())
+            .is_none()
+        {
             return Err((span, format!("probe tcp {addr:?} must be host:port")));
         }
         ProbeCheck::Tcp(addr)
     } else {
         let argv = p.exec.unwrap_or_default();
         if argv.is_empty() || argv[0].is_empty() {
-            return Err((span, "probe exec needs a program: exec = [\"/path\", \"arg\"]".into()));
+            return Err((
+                span,
+                "probe exec needs a program: exec = [\"/path\", \"arg\"]".into(),
+            ));
         }
         ProbeCheck::Exec(argv)
     };
@@ -709,10 +756,13 @@ fn build_email(e: Spanned<RawEmail>) -> Result<EmailSettings, (Range<usize>, Str
             || [1, 4, 24].map(|h| Duration::from_secs(h * 3600)).to_vec(),
             |v| v.into_iter().map(|d| d.0).collect(),
         ),
-        outbox_max_age: e.outbox_max_age.map_or(Duration::from_secs(7 * 86400), |d| d.0),
-        notify_on: e
-            .notify_on
-            .map_or_else(|| ALL_EVENTS.into_iter().collect(), |v| v.into_iter().collect()),
+        outbox_max_age: e
+            .outbox_max_age
+            .map_or(Duration::from_secs(7 * 86400), |d| d.0),
+        notify_on: e.notify_on.map_or_else(
+            || ALL_EVENTS.into_iter().collect(),
+            |v| v.into_iter().collect(),
+        ),
     })
 }
 
@@ -728,7 +778,9 @@ fn dependency_cycle(
             .collect()
     };
     for (from, dep, span) in deps {
-        let UnitPattern::Exact(start) = from else { continue };
+        let UnitPattern::Exact(start) = from else {
+            continue;
+        };
         let mut stack = vec![dep.clone()];
         let mut seen = BTreeSet::new();
         while let Some(n) = stack.pop() {
@@ -744,7 +796,11 @@ fn dependency_cycle(
 }
 
 fn format_days(days: DaySet) -> String {
-    if days == DaySet::all() { "every day".into() } else { days.to_string() }
+    if days == DaySet::all() {
+        "every day".into()
+    } else {
+        days.to_string()
+    }
 }
 
 pub fn hostname() -> String {
@@ -756,7 +812,12 @@ pub fn hostname() -> String {
 
 /// toml's messages sometimes span lines (with a source excerpt); the contract is one line.
 fn clean_message(m: &str) -> String {
-    m.lines().next().unwrap_or(m).trim().trim_end_matches('.').to_string()
+    m.lines()
+        .next()
+        .unwrap_or(m)
+        .trim()
+        .trim_end_matches('.')
+        .to_string()
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -806,8 +867,10 @@ impl Settings {
                 humantime::format_duration(p.backoff_max),
                 humantime::format_duration(p.verify_after),
                 humantime::format_duration(p.reset_after),
-                p.give_up_cooldown
-                    .map_or_else(|| "never".to_string(), |c| humantime::format_duration(c).to_string()),
+                p.give_up_cooldown.map_or_else(
+                    || "never".to_string(),
+                    |c| humantime::format_duration(c).to_string()
+                ),
                 p.restart_inactive,
             );
             if !u.depends_on.is_empty() {
@@ -873,7 +936,10 @@ mod tests {
         assert_eq!(s.daemon.interval, Duration::from_secs(60));
         assert_eq!(s.daemon.log.keep, 14);
         assert_eq!(s.daemon.state_dir, PathBuf::from("/var/lib/unitwarden"));
-        assert_eq!(s.daemon.control_socket, PathBuf::from("/run/unitwarden/control.sock"));
+        assert_eq!(
+            s.daemon.control_socket,
+            PathBuf::from("/run/unitwarden/control.sock")
+        );
         assert!(s.units.is_empty() && s.email.is_none() && s.metrics.is_none());
     }
 
@@ -911,9 +977,18 @@ verify_after = "0s"
     #[test]
     fn errors_name_path_line_and_column() {
         let table: &[(&str, &str)] = &[
-            ("[daemon]\ninterval = \"soon\"\n", "/etc/unitwarden/test.toml:2:12: invalid duration \"soon\""),
-            ("[daemon]\nintervall = \"5s\"\n", "/etc/unitwarden/test.toml:2:1: unknown field `intervall`"),
-            ("[restart]\nmax_attempts = 0\n", "/etc/unitwarden/test.toml:2:16: max_attempts must be at least 1"),
+            (
+                "[daemon]\ninterval = \"soon\"\n",
+                "/etc/unitwarden/test.toml:2:12: invalid duration \"soon\"",
+            ),
+            (
+                "[daemon]\nintervall = \"5s\"\n",
+                "/etc/unitwarden/test.toml:2:1: unknown field `intervall`",
+            ),
+            (
+                "[restart]\nmax_attempts = 0\n",
+                "/etc/unitwarden/test.toml:2:16: max_attempts must be at least 1",
+            ),
             (
                 "[[window]]\nname = \"m\"\nstart = \"25:00\"\nend = \"08:00\"\n",
                 "/etc/unitwarden/test.toml:3:9: ",
@@ -926,16 +1001,34 @@ verify_after = "0s"
                 "[[unit]]\nname = \"a\"\ndepends_on = [\"b\"]\n",
                 "/etc/unitwarden/test.toml:3:15: a.service depends on b.service, which is not a configured [[unit]]",
             ),
-            ("[[unit]]\nname = \"a\"\n[[unit]]\nname = \"a.service\"\n", "/etc/unitwarden/test.toml:4:8: unit a.service is listed twice"),
-            ("[email]\nto = [\"not-an-address\"]\n", "/etc/unitwarden/test.toml:2:6: \"not-an-address\" is not an email address"),
-            ("[[unit]]\nname = \"a\"\n[unit.probe]\nhttp = \"http://x/\"\ntcp = \"x:1\"\n", "/etc/unitwarden/test.toml:3:1: a probe needs exactly one"),
-            ("[daemon]\nbus = \"session\"\n", "/etc/unitwarden/test.toml:2:7: unknown variant `session`"),
-            ("[[window]]\nname = \"m\"\nstart = \"07:00\"\nend = \"07:00\"\n", "/etc/unitwarden/test.toml:4:7: window end equals its start"),
+            (
+                "[[unit]]\nname = \"a\"\n[[unit]]\nname = \"a.service\"\n",
+                "/etc/unitwarden/test.toml:4:8: unit a.service is listed twice",
+            ),
+            (
+                "[email]\nto = [\"not-an-address\"]\n",
+                "/etc/unitwarden/test.toml:2:6: \"not-an-address\" is not an email address",
+            ),
+            (
+                "[[unit]]\nname = \"a\"\n[unit.probe]\nhttp = \"http://x/\"\ntcp = \"x:1\"\n",
+                "/etc/unitwarden/test.toml:3:1: a probe needs exactly one",
+            ),
+            (
+                "[daemon]\nbus = \"session\"\n",
+                "/etc/unitwarden/test.toml:2:7: unknown variant `session`",
+            ),
+            (
+                "[[window]]\nname = \"m\"\nstart = \"07:00\"\nend = \"07:00\"\n",
+                "/etc/unitwarden/test.toml:4:7: window end equals its start",
+            ),
             ("this is not toml", "/etc/unitwarden/test.toml:1:"),
         ];
         for (text, want) in table {
             let got = parse_str(text).expect_err(text);
-            assert!(got.starts_with(want), "for {text:?}\n got: {got}\nwant: {want}");
+            assert!(
+                got.starts_with(want),
+                "for {text:?}\n got: {got}\nwant: {want}"
+            );
             assert!(!got.contains('\n'), "one line: {got:?}");
         }
     }

@@ -114,6 +114,7 @@ impl Engine {
     ) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
         self.restore();
+        self.refresh_window();
         let mut ready_sent = false;
         let mut reconnect_delay = Duration::from_millis(100);
         let watchdog = notify::watchdog_period();
@@ -135,6 +136,9 @@ impl Engine {
                 },
             };
             reconnect_delay = Duration::from_millis(100);
+            if ready_sent {
+                tracing::info!("connected again to the bus; subscribed and resynchronising");
+            }
             if let Err(e) = self.poll(&sd).await {
                 tracing::warn!("first poll failed: {e}; reconnecting");
                 continue 'connection;
@@ -194,17 +198,26 @@ impl Engine {
     /// One check-and-restart pass: runs until no attempt is pending, then reports.
     pub async fn once(mut self) -> anyhow::Result<OnceReport> {
         self.restore();
+        self.refresh_window();
         let (sd, mut signals) = self.connect().await?;
         self.poll(&sd).await?;
         let settle_deadline = Instant::now() + self.max_verify();
         loop {
             self.spawn_pending(&sd);
-            let settling = self.units.values().any(|w| w.machine.health() == Some(Health::Systemd))
+            let settling = self
+                .units
+                .values()
+                .any(|w| w.machine.health() == Some(Health::Systemd))
                 && Instant::now() < settle_deadline;
-            if !self.units.values().any(|w| w.machine.is_busy()) && self.attempts.is_empty() && !settling {
+            if !self.units.values().any(|w| w.machine.is_busy())
+                && self.attempts.is_empty()
+                && !settling
+            {
                 break;
             }
-            let wake = self.next_wake(None).min(settle_deadline.max(Instant::now()));
+            let wake = self
+                .next_wake(None)
+                .min(settle_deadline.max(Instant::now()));
             tokio::select! {
                 sig = signals.next() => match sig {
                     Some(sig) => self.on_signal(&sd, sig).await,
@@ -224,15 +237,30 @@ impl Engine {
         for (name, w) in &self.units {
             let ok = w.machine.health().is_some_and(Health::is_ok);
             all_ok &= ok;
-            let state = w.obs.as_ref().map_or("unknown".to_string(), |o| format!("{}/{}", o.active, o.sub));
-            let note = if w.machine.gave_up() { " (gave up)" } else { "" };
-            lines.push(format!("{name} {state}{}{note}", if ok { "" } else { " DOWN" }));
+            let state = w
+                .obs
+                .as_ref()
+                .map_or("unknown".to_string(), |o| format!("{}/{}", o.active, o.sub));
+            let note = if w.machine.gave_up() {
+                " (gave up)"
+            } else {
+                ""
+            };
+            lines.push(format!(
+                "{name} {state}{}{note}",
+                if ok { "" } else { " DOWN" }
+            ));
         }
         Ok(OnceReport { lines, all_ok })
     }
 
     fn max_verify(&self) -> Duration {
-        self.settings.units.iter().map(|u| u.policy.verify_after).max().unwrap_or_default()
+        self.settings
+            .units
+            .iter()
+            .map(|u| u.policy.verify_after)
+            .max()
+            .unwrap_or_default()
     }
 
     async fn connect(&self) -> Result<(Systemd, Signals), SystemdError> {
@@ -265,11 +293,16 @@ impl Engine {
     }
 
     fn watch(&mut self, name: UnitName, episode: Option<Episode>) -> bool {
-        let Some(entry) = self.entry_for(&name) else { return false };
+        let Some(entry) = self.entry_for(&name) else {
+            return false;
+        };
         if self.units.contains_key(&name) {
             return false;
         }
-        self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.seed = self
+            .seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.by_path.insert(name.object_path(), name.clone());
         self.units.insert(
             name,
@@ -303,7 +336,8 @@ impl Engine {
             .settings
             .units
             .iter()
-            .filter_map(|u| matches!(u.pattern, UnitPattern::Glob(_)).then(|| u.pattern.as_str()))
+            .filter(|u| matches!(u.pattern, UnitPattern::Glob(_)))
+            .map(|u| u.pattern.as_str())
             .collect();
         let mut listed = sd.list_by_names(&exact).await?;
         listed.extend(sd.list_by_patterns(&globs).await?);
@@ -325,7 +359,9 @@ impl Engine {
             }
             tracing::info!(unit = %name, state = %observation.active, "watching new unit");
         }
-        let Some(w) = self.units.get_mut(&name) else { return };
+        let Some(w) = self.units.get_mut(&name) else {
+            return;
+        };
         let mut obs = observation;
         if let Some(old) = &w.obs {
             obs.result = old.result.clone();
@@ -335,8 +371,12 @@ impl Engine {
     }
 
     fn observe(&mut self, name: &UnitName, obs: Observation) {
-        let Some(policy) = self.policy_of(name) else { return };
-        let Some(w) = self.units.get_mut(name) else { return };
+        let Some(policy) = self.policy_of(name) else {
+            return;
+        };
+        let Some(w) = self.units.get_mut(name) else {
+            return;
+        };
         let now = Timestamp::now();
         let mut fx = Vec::new();
         if let Some(n) = obs.n_restarts
@@ -353,24 +393,50 @@ impl Engine {
     async fn on_signal(&mut self, sd: &Systemd, sig: Signal) {
         match sig {
             Signal::Unit { path, update } => {
-                let Some(name) = self.by_path.get(&path).cloned() else { return };
-                let Some(w) = self.units.get(&name) else { return };
+                let Some(name) = self.by_path.get(&path).cloned() else {
+                    return;
+                };
+                let Some(w) = self.units.get(&name) else {
+                    return;
+                };
                 let Some(mut obs) = w.obs.clone() else {
                     // No full picture yet; the poll that follows subscription provides it.
                     return;
                 };
                 update.apply(&mut obs);
-                if Some(&obs) != w.obs.as_ref() {
-                    self.observe(&name, obs);
-                    self.tick_all();
+                if Some(&obs) == w.obs.as_ref() {
+                    return;
                 }
+                let restart_inactive = self.settings.units[w.entry].policy.restart_inactive;
+                let newly_down = Health::of(&obs, restart_inactive) == Health::Down
+                    && w.machine.health() != Some(Health::Down);
+                if newly_down {
+                    // systemd 252 passes through `failed` on its way to `auto-restart` and may
+                    // signal both; a fresh read (handled after the transition completed) tells
+                    // a real failure from one systemd is about to restart itself.
+                    match sd.list_by_names(&[name.as_str()]).await {
+                        Ok(listed) => {
+                            if let Some(fresh) = listed.into_iter().next() {
+                                obs.load = fresh.observation.load;
+                                obs.active = fresh.observation.active;
+                                obs.sub = fresh.observation.sub;
+                                obs.job_pending = fresh.observation.job_pending;
+                            }
+                        }
+                        Err(e) => tracing::debug!(unit = %name, "cannot confirm state: {e}"),
+                    }
+                }
+                self.observe(&name, obs);
+                self.tick_all();
             }
             Signal::JobRemoved { job, result, .. } => {
                 // No receiver just means no attempt of ours is waiting.
                 let _ = self.jobs.send(JobDone { job, result });
             }
             Signal::UnitNew { name } => {
-                let Ok(name) = UnitName::parse(&name) else { return };
+                let Ok(name) = UnitName::parse(&name) else {
+                    return;
+                };
                 if self.units.contains_key(&name) || self.entry_for(&name).is_none() {
                     return;
                 }
@@ -395,8 +461,12 @@ impl Engine {
     }
 
     fn on_job(&mut self, sd: &Systemd, name: &UnitName, outcome: JobOutcome) {
-        let Some(policy) = self.policy_of(name) else { return };
-        let Some(w) = self.units.get_mut(name) else { return };
+        let Some(policy) = self.policy_of(name) else {
+            return;
+        };
+        let Some(w) = self.units.get_mut(name) else {
+            return;
+        };
         let fx = w.machine.job_finished(&policy, outcome, Timestamp::now());
         self.apply(name, fx);
         self.tick_all();
@@ -424,7 +494,9 @@ impl Engine {
         let mode = cal.mode(now);
         if mode != self.mode_name {
             match &mode {
-                Some(w) => tracing::info!(window = %w, interval = %format_duration(interval), "critical window started"),
+                Some(w) => {
+                    tracing::info!(window = %w, interval = %format_duration(interval), "critical window started")
+                }
                 None => tracing::info!(
                     window = %self.mode_name.as_deref().unwrap_or("-"),
                     interval = %format_duration(interval),
@@ -448,7 +520,10 @@ impl Engine {
         };
         let mut wake = self.next_poll;
         for w in self.units.values() {
-            if let Some(d) = w.machine.next_deadline(&self.settings.units[w.entry].policy) {
+            if let Some(d) = w
+                .machine
+                .next_deadline(&self.settings.units[w.entry].policy)
+            {
                 wake = wake.min(to_instant(d));
             }
         }
@@ -466,15 +541,21 @@ impl Engine {
         let names: Vec<UnitName> = self.units.keys().cloned().collect();
         for name in names {
             let deps = self.deps_of(&name);
-            let Some(policy) = self.policy_of(&name) else { continue };
-            let Some(w) = self.units.get_mut(&name) else { continue };
+            let Some(policy) = self.policy_of(&name) else {
+                continue;
+            };
+            let Some(w) = self.units.get_mut(&name) else {
+                continue;
+            };
             let fx = w.machine.tick(&policy, &deps, now);
             self.apply(&name, fx);
         }
     }
 
     fn deps_of(&self, name: &UnitName) -> Deps {
-        let Some(w) = self.units.get(name) else { return Deps::Ready };
+        let Some(w) = self.units.get(name) else {
+            return Deps::Ready;
+        };
         for dep in &self.settings.units[w.entry].depends_on {
             let healthy = self
                 .units
@@ -493,11 +574,16 @@ impl Engine {
         if fx.is_empty() {
             return;
         }
-        let Some(w) = self.units.get(name) else { return };
+        let Some(w) = self.units.get(name) else {
+            return;
+        };
         let obs = w.obs.clone();
         let state = obs.as_ref().map_or("unknown", |o| o.active.as_str());
         let sub = obs.as_ref().map_or(String::new(), |o| o.sub.to_string());
-        let result = obs.as_ref().and_then(|o| o.result.clone()).unwrap_or_else(|| "-".into());
+        let result = obs
+            .as_ref()
+            .and_then(|o| o.result.clone())
+            .unwrap_or_else(|| "-".into());
         let window = self.mode_name.clone().unwrap_or_else(|| "-".into());
         let mut dirty = false;
         for e in fx {
@@ -516,7 +602,11 @@ impl Engine {
                     unit = %name, state, action = "restart", attempt = %format!("{attempt}/{of}"),
                     result = "restarted", "unit restarted and still active after verify_after"
                 ),
-                Effect::AttemptFailed { attempt, of, reason } => tracing::warn!(
+                Effect::AttemptFailed {
+                    attempt,
+                    of,
+                    reason,
+                } => tracing::warn!(
                     unit = %name, state, action = "restart", attempt = %format!("{attempt}/{of}"),
                     result = "failed", "restart attempt failed: {reason}"
                 ),
@@ -524,7 +614,9 @@ impl Engine {
                     unit = %name, state, action = "give_up", attempt = %format!("{attempts}/{attempts}"),
                     "giving up: no more restarts until give_up_cooldown passes or an operator runs `unitwarden retry`"
                 ),
-                Effect::Recovered => tracing::info!(unit = %name, state, result = "recovered", "unit is active again"),
+                Effect::Recovered => {
+                    tracing::info!(unit = %name, state, result = "recovered", "unit is active again")
+                }
                 Effect::EpisodeEnded => {
                     tracing::info!(unit = %name, state, "healthy for reset_after; attempt counter reset")
                 }
@@ -586,7 +678,11 @@ impl Engine {
         let new = match config::load(&path) {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!(action = "reload", result = "failed", "config reload failed, keeping the running config: {e}");
+                tracing::error!(
+                    action = "reload",
+                    result = "failed",
+                    "config reload failed, keeping the running config: {e}"
+                );
                 self.reload_note = Some("config reload failed".into());
                 return;
             }
@@ -596,7 +692,9 @@ impl Engine {
         if let Some(log) = &self.log {
             log.set_level(new.daemon.log.level);
         }
-        if new.daemon.bus != self.settings.daemon.bus || new.daemon.state_dir != self.settings.daemon.state_dir {
+        if new.daemon.bus != self.settings.daemon.bus
+            || new.daemon.state_dir != self.settings.daemon.state_dir
+        {
             tracing::warn!("bus and state_dir changes take effect when unitwarden restarts");
         }
         let mut new = new;
@@ -638,7 +736,12 @@ impl Engine {
         if let Err(e) = self.poll(sd).await {
             tracing::warn!("poll after reload failed: {e}");
         }
-        tracing::info!(action = "reload", result = "ok", units = self.units.len(), "configuration reloaded");
+        tracing::info!(
+            action = "reload",
+            result = "ok",
+            units = self.units.len(),
+            "configuration reloaded"
+        );
         let status = self.status_line();
         self.notifier.ready(&status);
     }
@@ -673,7 +776,10 @@ impl Engine {
         let mut systemd = 0;
         let mut missing = Vec::new();
         for (name, w) in &self.units {
-            let short = name.as_str().strip_suffix(".service").unwrap_or(name.as_str());
+            let short = name
+                .as_str()
+                .strip_suffix(".service")
+                .unwrap_or(name.as_str());
             let of = self.settings.units[w.entry].policy.max_attempts;
             if let Some(k) = w.machine.current_attempt() {
                 restarting.push(format!("{short} {k}/{of}"));
@@ -690,19 +796,31 @@ impl Engine {
         }
         let mut parts = vec![format!("{active} active")];
         if !restarting.is_empty() {
-            parts.push(format!("{} restarting ({})", restarting.len(), restarting.join(", ")));
+            parts.push(format!(
+                "{} restarting ({})",
+                restarting.len(),
+                restarting.join(", ")
+            ));
         }
         if !down.is_empty() {
             parts.push(format!("{} down ({})", down.len(), down.join(", ")));
         }
         if !gave_up.is_empty() {
-            parts.push(format!("{} gave up ({})", gave_up.len(), gave_up.join(", ")));
+            parts.push(format!(
+                "{} gave up ({})",
+                gave_up.len(),
+                gave_up.join(", ")
+            ));
         }
         if systemd > 0 {
             parts.push(format!("{systemd} left to systemd"));
         }
         if !missing.is_empty() {
-            parts.push(format!("{} not found ({})", missing.len(), missing.join(", ")));
+            parts.push(format!(
+                "{} not found ({})",
+                missing.len(),
+                missing.join(", ")
+            ));
         }
         let mut line = format!("{} units: {}", self.units.len(), parts.join(", "));
         match &self.mode_name {

@@ -35,7 +35,9 @@ impl Notifier {
     }
 
     pub fn send(&self, msg: &str) {
-        let Some((sock, addr)) = &self.socket else { return };
+        let Some((sock, addr)) = &self.socket else {
+            return;
+        };
         let sent = match addr {
             NotifyAddr::Path(p) => sock.send_to(msg.as_bytes(), p),
             NotifyAddr::Abstract(name) => {

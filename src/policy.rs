@@ -80,6 +80,11 @@ impl Health {
         if obs.sub.is_auto_restart() {
             return Health::Systemd;
         }
+        // A queued job means systemd is about to move the unit (an operator's start, a
+        // dependency pulling it in): it is not ours to touch until the job is done.
+        if obs.job_pending && obs.active != ActiveState::Active {
+            return Health::Systemd;
+        }
         match obs.active {
             ActiveState::Active => Health::Healthy,
             ActiveState::Failed => Health::Down,
@@ -144,15 +149,23 @@ pub enum Effect {
         delay: Duration,
     },
     /// Make the attempt now (the episode was already updated: persist before acting).
-    Attempt { attempt: u32, of: u32 },
+    Attempt {
+        attempt: u32,
+        of: u32,
+    },
     /// Our job finished `done` and the unit was still active after `verify_after`.
-    Restarted { attempt: u32, of: u32 },
+    Restarted {
+        attempt: u32,
+        of: u32,
+    },
     AttemptFailed {
         attempt: u32,
         of: u32,
         reason: String,
     },
-    GaveUp { attempts: u32 },
+    GaveUp {
+        attempts: u32,
+    },
     /// Healthy again without a successful attempt of ours (by itself, by systemd, by an operator).
     Recovered,
     /// Healthy for `reset_after`: the attempt counter is reset.
@@ -165,7 +178,9 @@ pub enum Effect {
     WaitDependency(String),
     Unloadable(LoadState),
     /// systemd restarted it `restarts` times within `flap_window` by itself.
-    Flapping { restarts: u32 },
+    Flapping {
+        restarts: u32,
+    },
     /// The episode changed: write it to disk.
     Persist,
 }
@@ -244,7 +259,9 @@ impl UnitMachine {
     pub fn next_deadline(&self, p: &RestartPolicy) -> Option<Timestamp> {
         match &self.phase {
             Phase::Waiting {
-                at, blocked_on: None, ..
+                at,
+                blocked_on: None,
+                ..
             } => Some(*at),
             Phase::Waiting { .. } | Phase::Running { .. } => None,
             Phase::Verifying { until, .. } => Some(*until),
@@ -421,7 +438,12 @@ impl UnitMachine {
     }
 
     /// Our restart job has ended.
-    pub fn job_finished(&mut self, p: &RestartPolicy, outcome: JobOutcome, now: Timestamp) -> Vec<Effect> {
+    pub fn job_finished(
+        &mut self,
+        p: &RestartPolicy,
+        outcome: JobOutcome,
+        now: Timestamp,
+    ) -> Vec<Effect> {
         let mut fx = Vec::new();
         if let Phase::Running { attempt } = self.phase {
             match outcome {
@@ -483,7 +505,14 @@ impl UnitMachine {
         }
     }
 
-    fn attempt_failed(&mut self, p: &RestartPolicy, attempt: u32, reason: String, now: Timestamp, fx: &mut Vec<Effect>) {
+    fn attempt_failed(
+        &mut self,
+        p: &RestartPolicy,
+        attempt: u32,
+        reason: String,
+        now: Timestamp,
+        fx: &mut Vec<Effect>,
+    ) {
         fx.push(Effect::AttemptFailed {
             attempt,
             of: p.max_attempts,
@@ -594,7 +623,11 @@ mod tests {
     }
 
     fn obs(active: &str, sub: &str) -> Observation {
-        Observation::new(LoadState::Loaded, ActiveState::parse(active), SubState::new(sub))
+        Observation::new(
+            LoadState::Loaded,
+            ActiveState::parse(active),
+            SubState::new(sub),
+        )
     }
 
     #[test]
@@ -602,7 +635,11 @@ mod tests {
         let p = policy();
         let table = [(1, 5.0), (2, 10.0), (3, 15.0), (4, 15.0), (1000, 15.0)];
         for (k, secs) in table {
-            assert_eq!(backoff(&p, k, 0.0), Duration::from_secs_f64(secs), "attempt {k}");
+            assert_eq!(
+                backoff(&p, k, 0.0),
+                Duration::from_secs_f64(secs),
+                "attempt {k}"
+            );
             let lo = backoff(&p, k, -1.0).as_secs_f64();
             let hi = backoff(&p, k, 1.0).as_secs_f64();
             assert!((lo - secs * 0.9).abs() < 1e-9 && (hi - secs * 1.1).abs() < 1e-9);
@@ -629,8 +666,18 @@ mod tests {
         for (o, ri, want) in table {
             assert_eq!(Health::of(&o, ri), want, "{o:?}");
         }
-        let nf = Observation::new(LoadState::NotFound, ActiveState::Inactive, SubState::new("dead"));
-        assert_eq!(Health::of(&nf, true), Health::Unloadable(LoadState::NotFound));
+        let mut queued = obs("inactive", "dead");
+        queued.job_pending = true;
+        assert_eq!(Health::of(&queued, true), Health::Systemd);
+        let nf = Observation::new(
+            LoadState::NotFound,
+            ActiveState::Inactive,
+            SubState::new("dead"),
+        );
+        assert_eq!(
+            Health::of(&nf, true),
+            Health::Unloadable(LoadState::NotFound)
+        );
     }
 
     /// Drives a unit that never comes back: exactly max_attempts attempts, then give-up.
@@ -661,10 +708,19 @@ mod tests {
         assert!(m.gave_up());
         // Cooldown passes while still down: a new episode, attempt 1 again.
         let cd = m.next_deadline(&p).expect("cooldown deadline");
-        assert_eq!(cd, add(m.episode().unwrap().gave_up.unwrap(), Duration::from_secs(3600)));
+        assert_eq!(
+            cd,
+            add(
+                m.episode().unwrap().gave_up.unwrap(),
+                Duration::from_secs(3600)
+            )
+        );
         let fx = m.tick(&p, &Deps::Ready, cd);
         assert!(fx.contains(&Effect::Rearmed));
-        assert!(matches!(fx.last(), Some(Effect::Scheduled { attempt: 1, .. })));
+        assert!(matches!(
+            fx.last(),
+            Some(Effect::Scheduled { attempt: 1, .. })
+        ));
     }
 
     #[test]
@@ -674,7 +730,10 @@ mod tests {
         m.observe(&p, Health::Down, t(0));
         let at = m.next_deadline(&p).unwrap();
         let fx = m.tick(&p, &Deps::Ready, at);
-        assert_eq!(fx, vec![Effect::Persist, Effect::Attempt { attempt: 1, of: 3 }]);
+        assert_eq!(
+            fx,
+            vec![Effect::Persist, Effect::Attempt { attempt: 1, of: 3 }]
+        );
         assert_eq!(m.episode().unwrap().attempts, 1);
         assert!(m.job_finished(&p, JobOutcome::Done, at).is_empty());
         m.observe(&p, Health::Healthy, at);
@@ -684,7 +743,10 @@ mod tests {
         assert!(fx.contains(&Effect::Restarted { attempt: 1, of: 3 }));
         // Dies again within reset_after: same episode, attempt 2.
         let fx = m.observe(&p, Health::Down, add(until, Duration::from_secs(30)));
-        assert!(matches!(fx.last(), Some(Effect::Scheduled { attempt: 2, .. })));
+        assert!(matches!(
+            fx.last(),
+            Some(Effect::Scheduled { attempt: 2, .. })
+        ));
         let at2 = m.next_deadline(&p).unwrap();
         m.tick(&p, &Deps::Ready, at2);
         m.job_finished(&p, JobOutcome::Done, at2);
@@ -709,7 +771,10 @@ mod tests {
         m.observe(&p, Health::Healthy, at);
         let fx = m.observe(&p, Health::Down, add(at, Duration::from_secs(2)));
         assert!(matches!(fx[0], Effect::AttemptFailed { attempt: 1, .. }));
-        assert!(matches!(fx.last(), Some(Effect::Scheduled { attempt: 2, .. })));
+        assert!(matches!(
+            fx.last(),
+            Some(Effect::Scheduled { attempt: 2, .. })
+        ));
     }
 
     #[test]
@@ -735,14 +800,20 @@ mod tests {
     fn units_systemd_is_handling_are_left_alone() {
         let p = policy();
         let mut m = UnitMachine::new(None, 1);
-        assert_eq!(m.observe(&p, Health::Systemd, t(0)), vec![Effect::WaitSystemd]);
+        assert_eq!(
+            m.observe(&p, Health::Systemd, t(0)),
+            vec![Effect::WaitSystemd]
+        );
         assert!(m.observe(&p, Health::Systemd, t(1)).is_empty());
         assert!(m.next_deadline(&p).is_none());
         assert!(m.observe(&p, Health::Healthy, t(2)).is_empty());
         // Down, then systemd takes over before our attempt: the attempt is cancelled.
         m.observe(&p, Health::Down, t(3));
         assert!(m.is_busy());
-        assert_eq!(m.observe(&p, Health::Systemd, t(4)), vec![Effect::WaitSystemd]);
+        assert_eq!(
+            m.observe(&p, Health::Systemd, t(4)),
+            vec![Effect::WaitSystemd]
+        );
         assert!(!m.is_busy());
     }
 
@@ -768,7 +839,10 @@ mod tests {
         };
         let mut m = UnitMachine::new(Some(ep.clone()), 1);
         let fx = m.observe(&p, Health::Down, t(100));
-        assert!(matches!(fx.last(), Some(Effect::Scheduled { attempt: 3, .. })));
+        assert!(matches!(
+            fx.last(),
+            Some(Effect::Scheduled { attempt: 3, .. })
+        ));
         let full = Episode { attempts: 3, ..ep };
         let mut m = UnitMachine::new(Some(full), 1);
         let fx = m.observe(&p, Health::Down, t(100));
@@ -807,8 +881,14 @@ mod tests {
         let at = m.next_deadline(&p).unwrap();
         let wait = Deps::Waiting("postgresql.service".into());
         let fx = m.tick(&p, &wait, at);
-        assert_eq!(fx, vec![Effect::WaitDependency("postgresql.service".into())]);
-        assert!(m.tick(&p, &wait, add(at, Duration::from_secs(1))).is_empty());
+        assert_eq!(
+            fx,
+            vec![Effect::WaitDependency("postgresql.service".into())]
+        );
+        assert!(
+            m.tick(&p, &wait, add(at, Duration::from_secs(1)))
+                .is_empty()
+        );
         assert_eq!(m.episode().unwrap().attempts, 0);
         let fx = m.tick(&p, &Deps::Ready, add(at, Duration::from_secs(2)));
         assert_eq!(attempts_of(&fx), vec![1]);
@@ -821,12 +901,18 @@ mod tests {
         assert!(m.observe_restarts(&p, 0, t(0)).is_empty());
         assert!(m.observe_restarts(&p, 1, t(1)).is_empty());
         assert!(m.observe_restarts(&p, 2, t(2)).is_empty());
-        assert_eq!(m.observe_restarts(&p, 3, t(3)), vec![Effect::Flapping { restarts: 3 }]);
+        assert_eq!(
+            m.observe_restarts(&p, 3, t(3)),
+            vec![Effect::Flapping { restarts: 3 }]
+        );
         assert!(m.observe_restarts(&p, 4, t(4)).is_empty());
         // Quiet for longer than flap_window, then a new burst is reported again.
         assert!(m.observe_restarts(&p, 4, t(200)).is_empty());
         m.observe_restarts(&p, 5, t(201));
         m.observe_restarts(&p, 6, t(202));
-        assert_eq!(m.observe_restarts(&p, 7, t(203)), vec![Effect::Flapping { restarts: 3 }]);
+        assert_eq!(
+            m.observe_restarts(&p, 7, t(203)),
+            vec![Effect::Flapping { restarts: 3 }]
+        );
     }
 }

@@ -69,6 +69,7 @@ pub struct UnitUpdate {
     pub sub: Option<SubState>,
     pub result: Option<String>,
     pub n_restarts: Option<u32>,
+    pub job_pending: Option<bool>,
 }
 
 impl UnitUpdate {
@@ -88,6 +89,9 @@ impl UnitUpdate {
         if let Some(n) = self.n_restarts {
             obs.n_restarts = Some(n);
         }
+        if let Some(j) = self.job_pending {
+            obs.job_pending = j;
+        }
     }
 }
 
@@ -95,9 +99,18 @@ impl UnitUpdate {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Signal {
     /// A unit's properties changed; `path` is its object path.
-    Unit { path: String, update: UnitUpdate },
-    JobRemoved { job: String, unit: String, result: String },
-    UnitNew { name: String },
+    Unit {
+        path: String,
+        update: UnitUpdate,
+    },
+    JobRemoved {
+        job: String,
+        unit: String,
+        result: String,
+    },
+    UnitNew {
+        name: String,
+    },
     /// `Reloading(false)`: a daemon-reload finished; states may have moved silently.
     Reloaded,
     /// `org.freedesktop.systemd1` got a new owner (daemon-reexec, or a restarted user manager).
@@ -149,7 +162,9 @@ impl Systemd {
             Ok(_) => Ok(()),
             // Already subscribed on this connection (e.g. manager state serialized across
             // daemon-reexec): that is what we wanted.
-            Err(SystemdError::Refused { name, .. }) if name.ends_with("AlreadySubscribed") => Ok(()),
+            Err(SystemdError::Refused { name, .. }) if name.ends_with("AlreadySubscribed") => {
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -174,7 +189,8 @@ impl Systemd {
     }
 
     pub async fn reset_failed(&self, name: &UnitName) -> Result<()> {
-        self.manager_call("ResetFailedUnit", &(name.as_str(),)).await?;
+        self.manager_call("ResetFailedUnit", &(name.as_str(),))
+            .await?;
         Ok(())
     }
 
@@ -201,7 +217,12 @@ impl Systemd {
         ))
     }
 
-    async fn get_property(&self, path: &str, iface: &str, prop: &str) -> Result<Option<OwnedVariant>> {
+    async fn get_property(
+        &self,
+        path: &str,
+        iface: &str,
+        prop: &str,
+    ) -> Result<Option<OwnedVariant>> {
         let reply = self
             .conn
             .call_method(
@@ -245,17 +266,18 @@ type Listing = Vec<(
 
 fn parse_listing(rows: Listing) -> Vec<UnitStatus> {
     rows.into_iter()
-        .filter_map(|(name, _desc, load, active, sub, ..)| {
-            let name = UnitName::parse(&name).ok()?;
-            Some(UnitStatus {
-                name,
-                observation: Observation::new(
+        .filter_map(
+            |(name, _desc, load, active, sub, _following, _path, job_id, ..)| {
+                let name = UnitName::parse(&name).ok()?;
+                let mut observation = Observation::new(
                     LoadState::parse(&load),
                     ActiveState::parse(&active),
                     SubState::new(&sub),
-                ),
-            })
-        })
+                );
+                observation.job_pending = job_id != 0;
+                Some(UnitStatus { name, observation })
+            },
+        )
         .collect()
 }
 
@@ -303,7 +325,13 @@ fn decode(msg: &zbus::Message) -> Option<Signal> {
                 active: text("ActiveState").map(|s| ActiveState::parse(&s)),
                 sub: text("SubState").map(|s| SubState::new(&s)),
                 result: text("Result"),
-                n_restarts: changed.get("NRestarts").and_then(|v| u32::try_from(&**v).ok()),
+                n_restarts: changed
+                    .get("NRestarts")
+                    .and_then(|v| u32::try_from(&**v).ok()),
+                job_pending: changed
+                    .get("Job")
+                    .and_then(|v| <(u32, OwnedObjectPath)>::try_from(&**v).ok())
+                    .map(|(id, _)| id != 0),
             };
             (update != UnitUpdate::default()).then_some(Signal::Unit { path, update })
         }

@@ -18,7 +18,9 @@ const UNIT_SUFFIXES: &[&str] = &[
 ];
 
 /// A full unit name such as `gunicorn.service`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct UnitName(String);
 
@@ -325,6 +327,8 @@ pub struct Observation {
     pub result: Option<String>,
     /// systemd's own automatic restart counter (services only).
     pub n_restarts: Option<u32>,
+    /// A job (start, stop, restart) is queued or running for the unit.
+    pub job_pending: bool,
 }
 
 impl Observation {
@@ -335,6 +339,7 @@ impl Observation {
             sub,
             result: None,
             n_restarts: None,
+            job_pending: false,
         }
     }
 }
@@ -360,12 +365,18 @@ mod tests {
     #[test]
     fn object_paths_follow_systemd_escaping() {
         let cases = [
-            ("nginx.service", "/org/freedesktop/systemd1/unit/nginx_2eservice"),
+            (
+                "nginx.service",
+                "/org/freedesktop/systemd1/unit/nginx_2eservice",
+            ),
             (
                 "celery@a-1.service",
                 "/org/freedesktop/systemd1/unit/celery_40a_2d1_2eservice",
             ),
-            ("1x.service", "/org/freedesktop/systemd1/unit/_31x_2eservice"),
+            (
+                "1x.service",
+                "/org/freedesktop/systemd1/unit/_31x_2eservice",
+            ),
         ];
         for (name, path) in cases {
             assert_eq!(UnitName::parse(name).unwrap().object_path(), path);
@@ -392,7 +403,14 @@ mod tests {
 
     #[test]
     fn states_parse_and_print() {
-        for s in ["active", "failed", "inactive", "activating", "deactivating", "reloading"] {
+        for s in [
+            "active",
+            "failed",
+            "inactive",
+            "activating",
+            "deactivating",
+            "reloading",
+        ] {
             assert_eq!(ActiveState::parse(s).as_str(), s);
         }
         assert_eq!(ActiveState::parse("weird"), ActiveState::Unknown);
