@@ -1,47 +1,13 @@
 //! Command line: parses arguments, runs the chosen command, maps outcomes to exit codes.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
-use crate::config::{self, DEFAULT_PATH, Settings};
+pub use crate::args::{Cli, Cmd, EXIT_CONFIG};
+use crate::config::{self, Settings};
 use crate::logging;
 use crate::monitor::{Command, Engine};
-
-/// Exit code for an invalid config or invalid arguments.
-pub const EXIT_CONFIG: u8 = 2;
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "unitwarden",
-    version,
-    about = "Keeps a host's systemd services running: restarts units that die, with capped retries and backoff",
-    long_about = None
-)]
-pub struct Cli {
-    /// Configuration file
-    #[arg(long, global = true, env = "UNITWARDEN_CONFIG", default_value = DEFAULT_PATH, value_name = "PATH")]
-    pub config: PathBuf,
-    #[command(subcommand)]
-    pub command: Cmd,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum Cmd {
-    /// Run the watchdog daemon (exit 0 on a clean stop)
-    Run,
-    /// Validate the configuration and print units, windows and the email target (exit 0 ok, 2 invalid)
-    CheckConfig,
-    /// One check-and-restart pass, then exit (exit 0 all healthy at the end, 1 some down)
-    Once,
-    /// Print the next critical window starts and ends
-    Windows {
-        /// How many transitions to print
-        #[arg(long, default_value_t = 5, value_name = "N")]
-        next: usize,
-    },
-}
 
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -165,6 +131,7 @@ async fn once(settings: Settings) -> ExitCode {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use std::path::PathBuf;
 
     #[test]
     fn cli_definition_is_consistent() {

@@ -16,7 +16,7 @@ use crate::policy::RestartPolicy;
 use crate::unit::{UnitName, UnitPattern};
 use crate::window::{self, Calendar, DaySet, Window};
 
-pub const DEFAULT_PATH: &str = "/etc/unitwarden/unitwarden.toml";
+pub use crate::args::DEFAULT_CONFIG as DEFAULT_PATH;
 
 /// Why a config file was refused.
 #[derive(Debug, thiserror::Error)]

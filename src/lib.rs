@@ -1,6 +1,8 @@
 //! unitwarden keeps a host's systemd services running: it watches units over D-Bus, restarts
 //! the ones that die with capped, backed-off attempts, and checks harder in critical windows.
 
+pub mod alert;
+pub mod args;
 pub mod cli;
 pub mod config;
 pub mod logging;

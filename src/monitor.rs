@@ -366,6 +366,7 @@ impl Engine {
         if let Some(old) = &w.obs {
             obs.result = old.result.clone();
             obs.n_restarts = old.n_restarts;
+            obs.exec_main = old.exec_main;
         }
         self.observe(&name, obs);
     }

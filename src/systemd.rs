@@ -70,6 +70,8 @@ pub struct UnitUpdate {
     pub result: Option<String>,
     pub n_restarts: Option<u32>,
     pub job_pending: Option<bool>,
+    pub exec_main_code: Option<i32>,
+    pub exec_main_status: Option<i32>,
 }
 
 impl UnitUpdate {
@@ -91,6 +93,9 @@ impl UnitUpdate {
         }
         if let Some(j) = self.job_pending {
             obs.job_pending = j;
+        }
+        if let (Some(code), Some(status)) = (self.exec_main_code, self.exec_main_status) {
+            obs.exec_main = Some((code, status));
         }
     }
 }
@@ -332,6 +337,12 @@ fn decode(msg: &zbus::Message) -> Option<Signal> {
                     .get("Job")
                     .and_then(|v| <(u32, OwnedObjectPath)>::try_from(&**v).ok())
                     .map(|(id, _)| id != 0),
+                exec_main_code: changed
+                    .get("ExecMainCode")
+                    .and_then(|v| i32::try_from(&**v).ok()),
+                exec_main_status: changed
+                    .get("ExecMainStatus")
+                    .and_then(|v| i32::try_from(&**v).ok()),
             };
             (update != UnitUpdate::default()).then_some(Signal::Unit { path, update })
         }

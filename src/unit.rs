@@ -329,6 +329,8 @@ pub struct Observation {
     pub n_restarts: Option<u32>,
     /// A job (start, stop, restart) is queued or running for the unit.
     pub job_pending: bool,
+    /// How the main process last ended: `ExecMainCode` (`CLD_*`) and `ExecMainStatus`.
+    pub exec_main: Option<(i32, i32)>,
 }
 
 impl Observation {
@@ -340,7 +342,26 @@ impl Observation {
             result: None,
             n_restarts: None,
             job_pending: false,
+            exec_main: None,
         }
+    }
+
+    /// `code=exited, status=3` or `code=killed, status=9/KILL`, as `systemctl status` words it.
+    pub fn exec_status(&self) -> Option<String> {
+        let (code, status) = self.exec_main?;
+        let code_name = match code {
+            1 => "exited",
+            2 => "killed",
+            3 => "dumped",
+            _ => return None,
+        };
+        if code == 1 {
+            return Some(format!("code={code_name}, status={status}"));
+        }
+        let sig = nix::sys::signal::Signal::try_from(status)
+            .map(|s| s.as_str().trim_start_matches("SIG").to_string())
+            .unwrap_or_else(|_| "?".into());
+        Some(format!("code={code_name}, status={status}/{sig}"))
     }
 }
 
@@ -399,6 +420,20 @@ mod tests {
         let neg = UnitPattern::parse("a[!b]c.service").unwrap();
         assert!(neg.matches(&n("axc.service")));
         assert!(!neg.matches(&n("abc.service")));
+    }
+
+    #[test]
+    fn exec_status_reads_like_systemctl() {
+        let mut o = Observation::new(
+            LoadState::Loaded,
+            ActiveState::Failed,
+            SubState::new("failed"),
+        );
+        assert_eq!(o.exec_status(), None);
+        o.exec_main = Some((2, 9));
+        assert_eq!(o.exec_status().unwrap(), "code=killed, status=9/KILL");
+        o.exec_main = Some((1, 3));
+        assert_eq!(o.exec_status().unwrap(), "code=exited, status=3");
     }
 
     #[test]

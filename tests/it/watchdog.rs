@@ -620,3 +620,28 @@ fn bus_restart_is_survived_by_reconnecting() {
     });
     stop(d);
 }
+
+#[test]
+fn watchdog_pings_come_from_the_main_loop_when_asked_for() {
+    let mgr = Manager::start();
+    sleeper(&mgr, "pinged", "");
+    mgr.daemon_reload();
+    mgr.systemctl_ok(&["start", "pinged"]);
+    let cfg = write_config(&mgr, &format!("{FAST}[[unit]]\nname = \"pinged\"\n"));
+    let mut cmd = crate::support::unitwarden_command(Some(&mgr));
+    cmd.arg("--config")
+        .arg(&cfg)
+        .arg("run")
+        .env("WATCHDOG_USEC", "200000");
+    let d = Daemon::from_command(cmd);
+    ready(&d);
+    wait_until("three WATCHDOG=1 pings", T, || {
+        (d.notify_messages()
+            .iter()
+            .filter(|m| m.contains("WATCHDOG=1"))
+            .count()
+            >= 3)
+            .then_some(())
+    });
+    stop(d);
+}

@@ -1,0 +1,43 @@
+//! The command-line interface as data (clap derive). Kept free of crate dependencies so the
+//! build script can include it to generate the man page and shell completions.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Where the config is read from unless `--config` or `UNITWARDEN_CONFIG` says otherwise.
+pub const DEFAULT_CONFIG: &str = "/etc/unitwarden/unitwarden.toml";
+
+/// Exit code for an invalid config or invalid arguments.
+pub const EXIT_CONFIG: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "unitwarden",
+    version,
+    about = "Keeps a host's systemd services running: restarts units that die, with capped retries and backoff",
+    long_about = None
+)]
+pub struct Cli {
+    /// Configuration file
+    #[arg(long, global = true, env = "UNITWARDEN_CONFIG", default_value = DEFAULT_CONFIG, value_name = "PATH")]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run the watchdog daemon (exit 0 on a clean stop)
+    Run,
+    /// Validate the configuration and print units, windows and the email target (exit 0 ok, 2 invalid)
+    CheckConfig,
+    /// One check-and-restart pass, then exit (exit 0 all healthy at the end, 1 some down)
+    Once,
+    /// Print the next critical window starts and ends
+    Windows {
+        /// How many transitions to print
+        #[arg(long, default_value_t = 5, value_name = "N")]
+        next: usize,
+    },
+}
