@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use crate::alert::Alerts;
 pub use crate::args::{Cli, Cmd, EXIT_CONFIG};
 use crate::config::{self, Settings};
 use crate::logging;
@@ -95,7 +96,10 @@ async fn run(settings: Settings) -> ExitCode {
         }
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %settings.path.display(), "unitwarden starting");
-    match Engine::new(settings, Some(log)).run(shutdown, rx).await {
+    match Engine::new(settings, Some(log), Alerts::disabled())
+        .run(shutdown, rx)
+        .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -109,7 +113,7 @@ async fn once(settings: Settings) -> ExitCode {
         eprintln!("unitwarden: {e:#}");
         return ExitCode::FAILURE;
     }
-    match Engine::new(settings, None).once().await {
+    match Engine::new(settings, None, Alerts::disabled()).once().await {
         Ok(report) => {
             for line in &report.lines {
                 println!("{line}");

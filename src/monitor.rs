@@ -14,7 +14,8 @@ use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::config::{self, Settings};
+use crate::alert::{Alerts, Event};
+use crate::config::{self, EventKind, Settings};
 use crate::logging::{LogHandle, format_duration};
 use crate::notify::{self, Notifier};
 use crate::policy::{Deps, Effect, Episode, Health, JobOutcome, RestartPolicy, UnitMachine};
@@ -72,6 +73,7 @@ pub struct Engine {
     seed: u64,
     /// Attempts decided but not yet started: they need the bus, which the pure paths lack.
     pending: Vec<(UnitName, u32, u32)>,
+    alerts: Alerts,
 }
 
 /// The outcome of `once`: whether every watched unit ended healthy.
@@ -81,7 +83,7 @@ pub struct OnceReport {
 }
 
 impl Engine {
-    pub fn new(settings: Settings, log: Option<LogHandle>) -> Engine {
+    pub fn new(settings: Settings, log: Option<LogHandle>, alerts: Alerts) -> Engine {
         let store = Store::new(&settings.daemon.state_dir);
         let (jobs, _) = broadcast::channel(256);
         let now = Instant::now();
@@ -103,6 +105,7 @@ impl Engine {
             reload_note: None,
             seed,
             pending: Vec::new(),
+            alerts,
         }
     }
 
@@ -151,6 +154,14 @@ impl Engine {
                     units = self.units.len(),
                     interval = %format_duration(self.interval),
                     "watching"
+                );
+                self.alert_self(
+                    EventKind::Started,
+                    format!(
+                        "unitwarden started on {}: {}",
+                        config::hostname(),
+                        self.status_line()
+                    ),
                 );
             }
             loop {
@@ -570,7 +581,8 @@ impl Engine {
         Deps::Ready
     }
 
-    /// Turns decisions into log lines and state writes; attempts are queued for `spawn_pending`.
+    /// Turns decisions into log lines, alert events and state writes; attempts are queued for
+    /// `spawn_pending`.
     fn apply(&mut self, name: &UnitName, fx: Vec<Effect>) {
         if fx.is_empty() {
             return;
@@ -578,6 +590,9 @@ impl Engine {
         let Some(w) = self.units.get(name) else {
             return;
         };
+        let policy = &self.settings.units[w.entry].policy;
+        let max = policy.max_attempts;
+        let cooldown = policy.give_up_cooldown;
         let obs = w.obs.clone();
         let state = obs.as_ref().map_or("unknown", |o| o.active.as_str());
         let sub = obs.as_ref().map_or(String::new(), |o| o.sub.to_string());
@@ -586,37 +601,96 @@ impl Engine {
             .and_then(|o| o.result.clone())
             .unwrap_or_else(|| "-".into());
         let window = self.mode_name.clone().unwrap_or_else(|| "-".into());
+        let now = Timestamp::now();
+        let mut events: Vec<Event> = Vec::new();
+        let event = |kind: EventKind, detail: String| {
+            let mut ev = Event::new(kind, Some(name.clone()), now, detail);
+            ev.result = obs.as_ref().and_then(|o| o.result.clone());
+            ev.exec_status = obs.as_ref().and_then(|o| o.exec_status());
+            ev.n_restarts = obs.as_ref().and_then(|o| o.n_restarts);
+            ev.window = self.mode_name.clone();
+            ev
+        };
         let mut dirty = false;
         for e in fx {
             match e {
                 Effect::Down => {
-                    tracing::warn!(unit = %name, state, sub = %sub, result = %result, window = %window, "unit is down")
+                    tracing::warn!(unit = %name, state, sub = %sub, result = %result, window = %window, "unit is down");
+                    events.push(event(
+                        EventKind::Down,
+                        format!("{name} is down ({state}/{sub})"),
+                    ));
                 }
-                Effect::Scheduled { attempt, of, delay } => tracing::info!(
-                    unit = %name, state, action = "restart", attempt = %format!("{attempt}/{of}"),
-                    delay = %format_duration(delay), "restart scheduled"
-                ),
+                Effect::Scheduled { attempt, of, delay } => {
+                    tracing::info!(
+                        unit = %name, state, action = "restart", attempt = %format!("{attempt}/{of}"),
+                        delay = %format_duration(delay), "restart scheduled"
+                    );
+                    if let Some(last) = events.last_mut() {
+                        last.next = format!(
+                            "restart attempt {attempt}/{of} in {}",
+                            format_duration(delay)
+                        );
+                    }
+                }
                 Effect::Attempt { attempt, of } => {
                     self.pending.push((name.clone(), attempt, of));
                 }
-                Effect::Restarted { attempt, of } => tracing::info!(
-                    unit = %name, state, action = "restart", attempt = %format!("{attempt}/{of}"),
-                    result = "restarted", "unit restarted and still active after verify_after"
-                ),
+                Effect::Restarted { attempt, of } => {
+                    tracing::info!(
+                        unit = %name, state, action = "restart", attempt = %format!("{attempt}/{of}"),
+                        result = "restarted", "unit restarted and still active after verify_after"
+                    );
+                    let mut ev = event(
+                        EventKind::Restarted,
+                        format!("{name} was restarted and is active"),
+                    );
+                    ev.attempt = Some((attempt, of));
+                    ev.next = "keep watching; the attempt counter resets once it has been healthy for reset_after".into();
+                    events.push(ev);
+                }
                 Effect::AttemptFailed {
                     attempt,
                     of,
                     reason,
-                } => tracing::warn!(
-                    unit = %name, state, action = "restart", attempt = %format!("{attempt}/{of}"),
-                    result = "failed", "restart attempt failed: {reason}"
-                ),
-                Effect::GaveUp { attempts } => tracing::error!(
-                    unit = %name, state, action = "give_up", attempt = %format!("{attempts}/{attempts}"),
-                    "giving up: no more restarts until give_up_cooldown passes or an operator runs `unitwarden retry`"
-                ),
+                } => {
+                    tracing::warn!(
+                        unit = %name, state, action = "restart", attempt = %format!("{attempt}/{of}"),
+                        result = "failed", "restart attempt failed: {reason}"
+                    );
+                    let mut ev = event(
+                        EventKind::RestartFailed,
+                        format!("restart attempt {attempt}/{of} of {name} failed: {reason}"),
+                    );
+                    ev.attempt = Some((attempt, of));
+                    events.push(ev);
+                }
+                Effect::GaveUp { attempts } => {
+                    tracing::error!(
+                        unit = %name, state, action = "give_up", attempt = %format!("{attempts}/{max}"),
+                        "giving up: no more restarts until give_up_cooldown passes or an operator runs `unitwarden retry`"
+                    );
+                    let mut ev = event(
+                        EventKind::GaveUp,
+                        format!("{name} gave up after {attempts}/{max} restarts"),
+                    );
+                    ev.attempt = Some((attempts, max));
+                    ev.next = match cooldown {
+                        Some(c) => format!(
+                            "no more restarts; a new episode starts in {} if it is still down, or now with `unitwarden retry {name}`",
+                            format_duration(c)
+                        ),
+                        None => format!(
+                            "no more restarts until an operator runs `unitwarden retry {name}` or fixes it"
+                        ),
+                    };
+                    events.push(ev);
+                }
                 Effect::Recovered => {
-                    tracing::info!(unit = %name, state, result = "recovered", "unit is active again")
+                    tracing::info!(unit = %name, state, result = "recovered", "unit is active again");
+                    let mut ev = event(EventKind::Recovered, format!("{name} is active again"));
+                    ev.next = "keep watching".into();
+                    events.push(ev);
                 }
                 Effect::EpisodeEnded => {
                     tracing::info!(unit = %name, state, "healthy for reset_after; attempt counter reset")
@@ -631,18 +705,44 @@ impl Engine {
                     unit = %name, state, action = "wait_dependency", dependency = %dep,
                     "restart waits for a dependency to be active"
                 ),
-                Effect::Unloadable(load) => tracing::error!(
-                    unit = %name, state = %load, "unit cannot be loaded; reporting only, never restarting"
-                ),
-                Effect::Flapping { restarts } => tracing::warn!(
-                    unit = %name, state, restarts, "flapping: systemd keeps restarting this unit"
-                ),
+                Effect::Unloadable(load) => {
+                    tracing::error!(
+                        unit = %name, state = %load, "unit cannot be loaded; reporting only, never restarting"
+                    );
+                    let mut ev = event(
+                        EventKind::NotFound,
+                        format!("{name} cannot be loaded ({load})"),
+                    );
+                    ev.next =
+                        "report only; unitwarden never restarts a unit systemd cannot load".into();
+                    events.push(ev);
+                }
+                Effect::Flapping { restarts } => {
+                    tracing::warn!(unit = %name, state, restarts, "flapping: systemd keeps restarting this unit");
+                    let mut ev = event(
+                        EventKind::Flapping,
+                        format!("systemd restarted {name} {restarts} times within flap_window"),
+                    );
+                    ev.next =
+                        "left to systemd's Restart=; unitwarden acts if systemd gives up".into();
+                    events.push(ev);
+                }
                 Effect::Persist => dirty = true,
             }
         }
         if dirty {
             self.persist();
         }
+        for ev in events {
+            self.alerts.send(ev);
+        }
+    }
+
+    /// An event about unitwarden itself.
+    fn alert_self(&self, kind: EventKind, detail: String) {
+        let mut ev = Event::new(kind, None, Timestamp::now(), detail);
+        ev.window = self.mode_name.clone();
+        self.alerts.send(ev);
     }
 
     fn persist(&mut self) {
@@ -685,6 +785,10 @@ impl Engine {
                     "config reload failed, keeping the running config: {e}"
                 );
                 self.reload_note = Some("config reload failed".into());
+                self.alert_self(
+                    EventKind::ConfigReloadFailed,
+                    format!("config reload failed, the running config stays: {e}"),
+                );
                 return;
             }
         };
@@ -750,6 +854,10 @@ impl Engine {
     async fn stop(&mut self) {
         self.notifier.send("STOPPING=1");
         tracing::info!("stopping");
+        self.alert_self(
+            EventKind::Stopping,
+            format!("unitwarden stopping on {}", config::hostname()),
+        );
         let deadline = Instant::now() + SHUTDOWN_WAIT;
         while !self.attempts.is_empty() {
             match tokio::time::timeout_at(deadline, self.attempts.join_next()).await {
