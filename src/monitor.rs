@@ -138,13 +138,19 @@ impl Engine {
                     }
                 },
             };
+            if let Err(e) = self.poll(&sd).await {
+                // E.g. access denied: retrying at once would spin, so back off as for connects.
+                tracing::warn!(delay = %format_duration(reconnect_delay), "cannot list units: {e}; retrying");
+                let wait = reconnect_delay;
+                reconnect_delay = (reconnect_delay * 2).min(RECONNECT_MAX);
+                tokio::select! {
+                    _ = &mut shutdown => break 'connection,
+                    _ = tokio::time::sleep(wait) => continue 'connection,
+                }
+            }
             reconnect_delay = Duration::from_millis(100);
             if ready_sent {
-                tracing::info!("connected again to the bus; subscribed and resynchronising");
-            }
-            if let Err(e) = self.poll(&sd).await {
-                tracing::warn!("first poll failed: {e}; reconnecting");
-                continue 'connection;
+                tracing::info!("connected again to the bus; subscribed and resynchronised");
             }
             if !ready_sent {
                 ready_sent = true;
@@ -192,11 +198,13 @@ impl Engine {
                             self.notifier.watchdog();
                             next_watchdog = Instant::now() + period;
                         }
-                        if let Err(e) = self.on_timer(&sd).await
-                            && e.is_connection_lost()
-                        {
-                            tracing::warn!("{e}; reconnecting");
-                            continue 'connection;
+                        match self.on_timer(&sd).await {
+                            Err(e) if e.is_connection_lost() => {
+                                tracing::warn!("{e}; reconnecting");
+                                continue 'connection;
+                            }
+                            Err(e) => tracing::warn!("poll refused by systemd: {e}"),
+                            Ok(()) => {}
                         }
                     }
                 }
@@ -342,6 +350,10 @@ impl Engine {
     /// The safety net: one `ListUnitsByNames` for the named units and one `ListUnitsByPatterns`
     /// for the globs, whatever the number of units.
     async fn poll(&mut self, sd: &Systemd) -> Result<(), SystemdError> {
+        // Scheduled before the calls, so a refused poll waits a full interval instead of spinning.
+        let now_i = Instant::now();
+        self.last_poll = now_i;
+        self.next_poll = now_i + self.interval;
         let exact: Vec<&str> = self.units.keys().map(|n| n.as_str()).collect();
         let globs: Vec<&str> = self
             .settings
@@ -352,9 +364,6 @@ impl Engine {
             .collect();
         let mut listed = sd.list_by_names(&exact).await?;
         listed.extend(sd.list_by_patterns(&globs).await?);
-        let now_i = Instant::now();
-        self.last_poll = now_i;
-        self.next_poll = now_i + self.interval;
         for status in listed {
             self.observe_listed(status);
         }
