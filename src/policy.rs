@@ -212,6 +212,9 @@ pub struct UnitMachine {
     restarts_seen: Option<u32>,
     restart_times: VecDeque<Timestamp>,
     flapping: bool,
+    /// A `Down` was reported and no `Recovered`/`Restarted` yet: recovery is worth telling once,
+    /// not after each of systemd's own restarts.
+    reported_down: bool,
 }
 
 impl UnitMachine {
@@ -225,6 +228,7 @@ impl UnitMachine {
             restarts_seen: None,
             restart_times: VecDeque::new(),
             flapping: false,
+            reported_down: false,
         }
     }
 
@@ -300,7 +304,7 @@ impl UnitMachine {
                 Health::Healthy => {
                     self.phase = Phase::Idle;
                     self.mark_healthy(now, &mut fx);
-                    fx.push(Effect::Recovered);
+                    self.recovered(&mut fx);
                 }
                 Health::Systemd => {
                     self.phase = Phase::Idle;
@@ -317,9 +321,7 @@ impl UnitMachine {
                 Health::Healthy => {
                     if self.episode.is_some() && changed {
                         self.mark_healthy(now, &mut fx);
-                        if prev.is_some() {
-                            fx.push(Effect::Recovered);
-                        }
+                        self.recovered(&mut fx);
                     }
                 }
                 Health::Down => self.on_down(p, changed, now, &mut fx),
@@ -398,6 +400,7 @@ impl UnitMachine {
             Phase::Verifying { attempt, until } if until <= now => {
                 if self.last == Some(Health::Healthy) {
                     self.phase = Phase::Idle;
+                    self.reported_down = false;
                     self.mark_healthy(now, &mut fx);
                     fx.push(Effect::Restarted {
                         attempt,
@@ -488,15 +491,14 @@ impl UnitMachine {
                 self.episode.insert(new_episode(now))
             }
         };
-        if ep.gave_up.is_some() {
-            if changed {
-                fx.push(Effect::Down);
-            }
-            return;
-        }
+        let gave_up = ep.gave_up.is_some();
         let done = ep.attempts;
-        if changed {
+        if changed && !self.reported_down {
+            self.reported_down = true;
             fx.push(Effect::Down);
+        }
+        if gave_up {
+            return;
         }
         if done >= p.max_attempts {
             self.give_up(done, now, fx);
@@ -547,6 +549,12 @@ impl UnitMachine {
             of: p.max_attempts,
             delay,
         });
+    }
+
+    fn recovered(&mut self, fx: &mut Vec<Effect>) {
+        if std::mem::take(&mut self.reported_down) {
+            fx.push(Effect::Recovered);
+        }
     }
 
     fn mark_healthy(&mut self, now: Timestamp, fx: &mut Vec<Effect>) {
@@ -815,6 +823,21 @@ mod tests {
             vec![Effect::WaitSystemd]
         );
         assert!(!m.is_busy());
+    }
+
+    #[test]
+    fn recovery_is_reported_once_not_after_each_of_systemds_restarts() {
+        let p = policy();
+        let mut m = UnitMachine::new(None, 1);
+        let mut recovered = 0;
+        let mut fx = m.observe(&p, Health::Down, t(0));
+        for i in 1..20 {
+            fx.extend(m.observe(&p, Health::Systemd, t(2 * i)));
+            fx.extend(m.observe(&p, Health::Healthy, t(2 * i + 1)));
+        }
+        recovered += fx.iter().filter(|e| **e == Effect::Recovered).count();
+        assert_eq!(recovered, 1);
+        assert_eq!(fx.iter().filter(|e| **e == Effect::Down).count(), 1);
     }
 
     #[test]

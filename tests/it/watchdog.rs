@@ -645,3 +645,83 @@ fn watchdog_pings_come_from_the_main_loop_when_asked_for() {
     });
     stop(d);
 }
+
+#[test]
+fn dependency_is_restarted_first_and_the_wait_does_not_count() {
+    let mgr = Manager::start();
+    sleeper(&mgr, "postgresql", "");
+    sleeper(&mgr, "gunicorn", "");
+    mgr.daemon_reload();
+    let cfg = write_config(
+        &mgr,
+        &format!(
+            "{FAST}[[unit]]\nname = \"postgresql\"\n[[unit]]\nname = \"gunicorn\"\ndepends_on = [\"postgresql\"]\n"
+        ),
+    );
+    let d = Daemon::spawn(&mgr, &cfg, &["run"]);
+    d.wait_for_stderr("gunicorn restarted", T, |l| {
+        has(l, &["unit=gunicorn.service", "result=restarted"])
+    });
+    let lines = stop(d);
+    let pos = |parts: &[&str]| lines.iter().position(|l| has(l, parts));
+    let pg = pos(&["unit=postgresql.service", "restarting"]).expect("postgresql restarted");
+    let gu = pos(&["unit=gunicorn.service", "restarting"]).expect("gunicorn restarted");
+    assert!(pg < gu, "the dependency goes first: {lines:#?}");
+    assert!(
+        pos(&["unit=gunicorn.service", "action=wait_dependency"]).is_some(),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[gu].contains("attempt=1/3"),
+        "waiting did not count: {}",
+        lines[gu]
+    );
+    assert_eq!(starts(&mgr, "gunicorn"), 1);
+}
+
+#[test]
+fn unit_systemd_keeps_restarting_is_reported_as_flapping_once() {
+    let mgr = Manager::start();
+    // Runs briefly, then fails; systemd restarts it every 100 ms by itself.
+    mgr.write_unit(
+        "flappy.service",
+        "[Unit]\nStartLimitIntervalSec=0\n[Service]\nRestart=always\nRestartSec=100ms\nExecStart=/bin/sh -c 'read -t 0.2 x < /dev/zero; exit 1'\n",
+    );
+    mgr.daemon_reload();
+    let cfg = write_config(
+        &mgr,
+        "[restart]\nflap_restarts = 3\nflap_window = \"1m\"\n[[unit]]\nname = \"flappy\"\n",
+    );
+    let d = Daemon::spawn(&mgr, &cfg, &["run"]);
+    ready(&d);
+    mgr.systemctl_ok(&["start", "flappy"]);
+    d.wait_for_stderr("flapping", T, |l| {
+        has(l, &["unit=flappy.service", "flapping"])
+    });
+    wait_until("more restarts by systemd", T, || {
+        (mgr.show("flappy", "NRestarts").parse::<u32>().unwrap_or(0) >= 6).then_some(())
+    });
+    mgr.systemctl_ok(&["stop", "flappy"]);
+    let lines = stop(d);
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| has(l, &["unit=flappy.service", "flapping"]))
+            .count(),
+        1
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| has(l, &["unit=flappy.service", "action=restart", "restarting"])),
+        "{lines:#?}"
+    );
+    let recovered = lines
+        .iter()
+        .filter(|l| has(l, &["unit=flappy.service", "result=recovered"]))
+        .count();
+    assert!(
+        recovered <= 1,
+        "recovered is reported once, not per systemd restart: {lines:#?}"
+    );
+}
