@@ -773,6 +773,9 @@ impl Engine {
                 .is_some_and(|o| o.active == ActiveState::Failed);
             let jobs = self.jobs.subscribe();
             let sd = sd.clone();
+            if failed {
+                tracing::info!(unit = %name, action = "reset_failed", "clearing the failed state before restarting");
+            }
             tracing::info!(
                 unit = %name, action = "restart", attempt = %format!("{attempt}/{of}"), "restarting"
             );
@@ -940,7 +943,12 @@ impl Engine {
                 missing.join(", ")
             ));
         }
-        let mut line = format!("{} units: {}", self.units.len(), parts.join(", "));
+        let n = self.units.len();
+        let mut line = format!(
+            "{n} unit{}: {}",
+            if n == 1 { "" } else { "s" },
+            parts.join(", ")
+        );
         match &self.mode_name {
             Some(w) => line.push_str(&format!(" · window {w}")),
             None => line.push_str(" · normal"),
@@ -967,7 +975,6 @@ async fn run_attempt(
     mut jobs: broadcast::Receiver<JobDone>,
 ) -> JobOutcome {
     if failed {
-        tracing::info!(unit = %name, action = "reset_failed", "clearing the failed state before restarting");
         if let Err(e) = sd.reset_failed(name).await {
             tracing::warn!(unit = %name, action = "reset_failed", "ResetFailedUnit failed: {e}");
         }
