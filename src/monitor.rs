@@ -74,6 +74,8 @@ pub struct Engine {
     /// Attempts decided but not yet started: they need the bus, which the pure paths lack.
     pending: Vec<(UnitName, u32, u32)>,
     alerts: Alerts,
+    /// Bumped whenever `by_path` changes, so the signal filter is refreshed.
+    paths_gen: u64,
 }
 
 /// The outcome of `once`: whether every watched unit ended healthy.
@@ -106,6 +108,7 @@ impl Engine {
             seed,
             pending: Vec::new(),
             alerts,
+            paths_gen: 0,
         }
     }
 
@@ -149,6 +152,8 @@ impl Engine {
                 }
             }
             reconnect_delay = Duration::from_millis(100);
+            signals.set_watched(self.by_path.keys().cloned());
+            let mut signals_gen = self.paths_gen;
             if ready_sent {
                 tracing::info!("connected again to the bus; subscribed and resynchronised");
             }
@@ -173,6 +178,10 @@ impl Engine {
             loop {
                 self.spawn_pending(&sd);
                 self.update_status();
+                if self.paths_gen != signals_gen {
+                    signals.set_watched(self.by_path.keys().cloned());
+                    signals_gen = self.paths_gen;
+                }
                 let wake = self.next_wake(watchdog.map(|_| next_watchdog));
                 tokio::select! {
                     _ = &mut shutdown => break 'connection,
@@ -223,6 +232,7 @@ impl Engine {
         let settle_deadline = Instant::now() + self.max_verify();
         loop {
             self.spawn_pending(&sd);
+            signals.set_watched(self.by_path.keys().cloned());
             let settling = self
                 .units
                 .values()
@@ -323,6 +333,7 @@ impl Engine {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         self.by_path.insert(name.object_path(), name.clone());
+        self.paths_gen += 1;
         self.units.insert(
             name,
             Watched {
@@ -830,6 +841,7 @@ impl Engine {
                 None => {
                     self.units.remove(&name);
                     self.by_path.remove(&name.object_path());
+                    self.paths_gen += 1;
                     tracing::info!(unit = %name, "no longer configured; not watching");
                 }
             }

@@ -158,7 +158,11 @@ impl Systemd {
         let systemd = MessageStream::for_match_rule(systemd, &self.conn, None).await?;
         let owner = MessageStream::for_match_rule(owner, &self.conn, None).await?;
         self.subscribe().await?;
-        Ok(Signals { systemd, owner })
+        Ok(Signals {
+            systemd,
+            owner,
+            watched: Default::default(),
+        })
     }
 
     /// Without a subscriber, systemd 252 emits no unit or job signals at all.
@@ -290,9 +294,16 @@ fn parse_listing(rows: Listing) -> Vec<UnitStatus> {
 pub struct Signals {
     systemd: MessageStream,
     owner: MessageStream,
+    /// Object paths of the watched units. systemd signals every unit's changes once anyone
+    /// subscribes; checking the header first skips decoding the others' property maps.
+    watched: std::collections::HashSet<String>,
 }
 
 impl Signals {
+    pub fn set_watched(&mut self, paths: impl IntoIterator<Item = String>) {
+        self.watched = paths.into_iter().collect();
+    }
+
     /// The next signal we care about; `None` when the connection is gone.
     pub async fn next(&mut self) -> Option<Signal> {
         loop {
@@ -301,7 +312,7 @@ impl Signals {
                 m = next_item(&mut self.owner) => m?,
             };
             let Ok(msg) = msg else { continue };
-            if let Some(sig) = decode(&msg) {
+            if let Some(sig) = decode(&msg, &self.watched) {
                 return Some(sig);
             }
         }
@@ -312,13 +323,17 @@ async fn next_item<S: Stream + Unpin>(s: &mut S) -> Option<S::Item> {
     std::future::poll_fn(|cx| Pin::new(&mut *s).poll_next(cx)).await
 }
 
-fn decode(msg: &zbus::Message) -> Option<Signal> {
+fn decode(msg: &zbus::Message, watched: &std::collections::HashSet<String>) -> Option<Signal> {
     let header = msg.header();
     let member = header.member()?.as_str();
     let body = msg.body();
     match member {
         "PropertiesChanged" => {
-            let path = header.path()?.as_str().to_string();
+            let path = header.path()?.as_str();
+            if !watched.contains(path) {
+                return None;
+            }
+            let path = path.to_string();
             let (iface, changed, _): (String, HashMap<String, OwnedVariant>, Vec<String>) =
                 body.deserialize().ok()?;
             if iface != UNIT_IFACE && iface != SERVICE_IFACE {
