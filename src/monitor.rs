@@ -76,6 +76,8 @@ pub struct Engine {
     alerts: Alerts,
     /// Bumped whenever `by_path` changes, so the signal filter is refreshed.
     paths_gen: u64,
+    /// Episodes changed since the last write of `state.json`.
+    dirty: bool,
 }
 
 /// The outcome of `once`: whether every watched unit ended healthy.
@@ -109,6 +111,7 @@ impl Engine {
             pending: Vec::new(),
             alerts,
             paths_gen: 0,
+            dirty: false,
         }
     }
 
@@ -631,7 +634,6 @@ impl Engine {
             ev.window = self.mode_name.clone();
             ev
         };
-        let mut dirty = false;
         for e in fx {
             match e {
                 Effect::Down => {
@@ -747,11 +749,8 @@ impl Engine {
                         "left to systemd's Restart=; unitwarden acts if systemd gives up".into();
                     events.push(ev);
                 }
-                Effect::Persist => dirty = true,
+                Effect::Persist => self.dirty = true,
             }
-        }
-        if dirty {
-            self.persist();
         }
         for ev in events {
             self.alerts.send(ev);
@@ -765,6 +764,14 @@ impl Engine {
         self.alerts.send(ev);
     }
 
+    /// Writes the episodes if anything changed since the last write. Called before attempts
+    /// are started and once per loop turn, so one event costs at most one fsync.
+    fn flush_state(&mut self) {
+        if std::mem::take(&mut self.dirty) {
+            self.persist();
+        }
+    }
+
     fn persist(&mut self) {
         let episodes: BTreeMap<UnitName, Episode> = self
             .units
@@ -776,6 +783,8 @@ impl Engine {
 
     /// Starts the attempts the machines asked for; the episode was persisted before this.
     fn spawn_pending(&mut self, sd: &Systemd) {
+        // The attempt must be on disk before it is made: a killed watchdog never repeats one.
+        self.flush_state();
         for (name, attempt, of) in std::mem::take(&mut self.pending) {
             let failed = self
                 .units

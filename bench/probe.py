@@ -1,0 +1,695 @@
+#!/usr/bin/env python3
+"""Measurement helper for bench/restart-latency.sh (runs inside the harness namespace).
+
+Standard library only: a minimal D-Bus client (SASL EXTERNAL, method calls, replies) on the
+session bus polls the manager's unit properties; CPU time comes from cgroup v2 cpu.stat and
+/proc; unitwarden's D-Bus calls are counted with `perf stat` when perf is installed.
+
+  probe.py latency --unit U --kills N --out FILE [--log FILE] [--gap-min S --gap-max S]
+  probe.py idle --window S --units U... --kind none|shell|monit|unitwarden --out FILE
+               [--watcher-pid PID] [--counter FILE]
+  probe.py report --results FILE --header FILE
+"""
+
+import argparse
+import datetime
+import json
+import os
+import random
+import signal
+import shutil
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+
+# --------------------------------------------------------------------------------------------
+# minimal D-Bus client
+
+
+def _pad(buf, n):
+    buf += b"\0" * (-len(buf) % n)
+
+
+def _m_sig(buf, s):
+    b = s.encode()
+    buf += bytes([len(b)]) + b + b"\0"
+
+
+def _m_str(buf, s):
+    _pad(buf, 4)
+    b = s.encode()
+    buf += struct.pack("<I", len(b)) + b + b"\0"
+
+
+def _m_value(buf, sig, val):
+    if sig in ("s", "o"):
+        _m_str(buf, val)
+    elif sig == "g":
+        _m_sig(buf, val)
+    elif sig == "u":
+        _pad(buf, 4)
+        buf += struct.pack("<I", val)
+    elif sig == "as":
+        _pad(buf, 4)
+        at = len(buf)
+        buf += b"\0\0\0\0"
+        start = len(buf)
+        for s in val:
+            _m_str(buf, s)
+        struct.pack_into("<I", buf, at, len(buf) - start)
+    else:
+        raise ValueError("cannot marshal " + sig)
+
+
+def _split_sig(sig):
+    """Splits a signature into complete types."""
+    out, i = [], 0
+    while i < len(sig):
+        j = _type_end(sig, i)
+        out.append(sig[i:j])
+        i = j
+    return out
+
+
+def _type_end(sig, i):
+    c = sig[i]
+    if c == "a":
+        return _type_end(sig, i + 1)
+    if c in "({":
+        close = ")" if c == "(" else "}"
+        j = i + 1
+        while sig[j] != close:
+            j = _type_end(sig, j)
+        return j + 1
+    return i + 1
+
+
+_FIXED = {"y": ("<B", 1), "b": ("<I", 4), "n": ("<h", 2), "q": ("<H", 2), "i": ("<i", 4),
+          "u": ("<I", 4), "x": ("<q", 8), "t": ("<Q", 8), "d": ("<d", 8), "h": ("<I", 4)}
+
+
+def _align_of(t):
+    c = t[0]
+    if c in "({xtd":
+        return 8
+    if c in "ygv":
+        return 1
+    if c in "nq":
+        return 2
+    return 4
+
+
+def _parse(t, data, off):
+    """Parses one value of complete type t at off (offsets relative to a 8-aligned start)."""
+    c = t[0]
+    if c in _FIXED:
+        fmt, size = _FIXED[c]
+        off += -off % size
+        v = struct.unpack_from(fmt, data, off)[0]
+        return (bool(v) if c == "b" else v), off + size
+    if c in "so":
+        off += -off % 4
+        n = struct.unpack_from("<I", data, off)[0]
+        return data[off + 4:off + 4 + n].decode(), off + 5 + n
+    if c == "g":
+        n = data[off]
+        return data[off + 1:off + 1 + n].decode(), off + 2 + n
+    if c == "v":
+        inner, off = _parse("g", data, off)
+        return _parse(inner, data, off)
+    if c == "a":
+        off += -off % 4
+        n = struct.unpack_from("<I", data, off)[0]
+        off += 4
+        elem = t[1:]
+        off += -off % _align_of(elem)
+        end = off + n
+        items = []
+        while off < end:
+            v, off = _parse(elem, data, off)
+            items.append(v)
+        if elem[0] == "{":
+            return dict(items), end
+        return items, end
+    if c in "({":
+        off += -off % 8
+        vals = []
+        for sub in _split_sig(t[1:-1]):
+            v, off = _parse(sub, data, off)
+            vals.append(v)
+        return tuple(vals), off
+    raise ValueError("cannot parse " + t)
+
+
+DEBUG = os.environ.get("PROBE_DEBUG") == "1"
+
+
+class DBusError(Exception):
+    pass
+
+
+class Bus:
+    """One synchronous D-Bus connection (peer-to-peer to the manager, or to a bus daemon)."""
+
+    def __init__(self, path, hello, dest=None):
+        self.dest = dest
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(15)  # a manager that stops answering is an error, not a hang
+        self.sock.connect(path)
+        uid = str(os.getuid()).encode().hex().encode()
+        self.sock.sendall(b"\0AUTH EXTERNAL " + uid + b"\r\n")
+        line = b""
+        while not line.endswith(b"\r\n"):
+            chunk = self.sock.recv(1)
+            if not chunk:
+                raise DBusError("connection closed during authentication")
+            line += chunk
+        if not line.startswith(b"OK"):
+            raise DBusError("authentication refused: %r" % line)
+        self.sock.sendall(b"BEGIN\r\n")
+        self.serial = 0
+        self.buf = b""
+        if hello:
+            self.call("/org/freedesktop/DBus", "org.freedesktop.DBus", "Hello",
+                      dest="org.freedesktop.DBus")
+
+    def close(self):
+        self.sock.close()
+
+    def _read(self, n):
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise DBusError("connection closed")
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def call(self, path, iface, member, sig="", args=(), dest=None):
+        self.serial += 1
+        body = bytearray()
+        for t, v in zip(_split_sig(sig), args):
+            _m_value(body, t, v)
+        fields = bytearray()
+
+        def field(code, t, v):
+            _pad(fields, 8)
+            fields.append(code)
+            _m_sig(fields, t)
+            _m_value(fields, t, v)
+
+        field(1, "o", path)
+        field(2, "s", iface)
+        field(3, "s", member)
+        dest = dest or self.dest
+        if dest:
+            field(6, "s", dest)
+        if sig:
+            field(8, "g", sig)
+        msg = bytearray(struct.pack("<cBBBIII", b"l", 1, 0, 1, len(body), self.serial, len(fields)))
+        msg += fields
+        _pad(msg, 8)
+        msg += body
+        self.sock.sendall(msg)
+        while True:
+            head = self._read(16)
+            if head[0:1] != b"l":
+                raise DBusError("big-endian peer not supported")
+            mtype = head[1]
+            blen, _serial, flen = struct.unpack_from("<III", head, 4)
+            rest = self._read(flen + (-(16 + flen) % 8) + blen)
+            hdr = head + rest[:flen]
+            fields_v, _ = _parse("a(yv)", hdr, 12)
+            f = dict(fields_v)
+            data = rest[flen + (-(16 + flen) % 8):]
+            if DEBUG:
+                print("dbus: type=%d fields=%r blen=%d want=%d" % (mtype, f, blen, self.serial), file=sys.stderr)
+            if mtype not in (2, 3) or f.get(5) != self.serial:
+                continue  # signals, or replies to someone else
+            rsig = f.get(8, "")
+            vals, off = [], 0
+            for t in _split_sig(rsig):
+                v, off = _parse(t, data, off)
+                vals.append(v)
+            if mtype == 3:
+                raise DBusError("%s: %s" % (f.get(4), vals[0] if vals else ""))
+            return vals
+
+
+def unit_path(name):
+    out = []
+    for i, ch in enumerate(name):
+        if ch.isascii() and (ch.isalpha() or (ch.isdigit() and i > 0)):
+            out.append(ch)
+        else:
+            out.append("_%02x" % ord(ch))
+    return "/org/freedesktop/systemd1/unit/" + "".join(out)
+
+
+def runtime_dir():
+    return os.environ.get("XDG_RUNTIME_DIR", "/run/user/%d" % os.getuid())
+
+
+def session_bus(dest=None):
+    addr = os.environ.get("DBUS_SESSION_BUS_ADDRESS", "unix:path=%s/bus" % runtime_dir())
+    path = addr.split("path=", 1)[1].split(",", 1)[0]
+    return Bus(path, hello=True, dest=dest)
+
+
+def manager():
+    """The manager through the bus daemon, without Subscribe().
+
+    Not through its private socket ($XDG_RUNTIME_DIR/systemd/private, what systemctl uses):
+    systemd sends every unit and job signal to every private connection unconditionally, so a
+    2 ms poller there would add ~20 signals of ~1 KiB per restart to the manager's work. On the
+    bus, with no subscriber of ours, the manager emits nothing for us.
+    """
+    return session_bus(dest="org.freedesktop.systemd1")
+
+
+PROPS = "org.freedesktop.DBus.Properties"
+
+
+def active_state(m, path):
+    return m.call(path, PROPS, "Get", "ss", ("org.freedesktop.systemd1.Unit", "ActiveState"))[0]
+
+
+def main_pid(m, path):
+    return m.call(path, PROPS, "Get", "ss", ("org.freedesktop.systemd1.Service", "MainPID"))[0]
+
+
+# --------------------------------------------------------------------------------------------
+# latency
+
+POLL = 0.002  # poll period, seconds
+
+
+def wait_healthy(m, path, timeout):
+    """Until the unit is active with a main PID; returns the PID or None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if active_state(m, path) == "active":
+            pid = main_pid(m, path)
+            if pid:
+                return pid
+        time.sleep(POLL)
+    return None
+
+
+def parse_ts(text):
+    try:
+        return datetime.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+def read_new_lines(log, offset):
+    try:
+        with open(log, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return []
+
+
+def cmd_latency(a):
+    m = manager()
+    path = unit_path(a.unit)
+    tag = "unit=" + a.unit
+    results = []
+    timeouts_in_a_row = 0
+    for i in range(a.kills):
+        pid = wait_healthy(m, path, a.timeout)
+        if pid is None:
+            print("probe: %s is not active; stopping this phase" % a.unit, file=sys.stderr)
+            break
+        time.sleep(random.uniform(a.gap_min, a.gap_max))
+        pid = main_pid(m, path)
+        if not pid or active_state(m, path) != "active":
+            continue
+        log_off = os.path.getsize(a.log) if a.log and os.path.exists(a.log) else 0
+        polls = 0
+        t_wall = time.time()
+        t0 = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        deadline = t0 + a.timeout
+        t1 = None
+        next_poll = t0
+        while True:
+            now = time.monotonic()
+            if now > deadline:
+                break
+            polls += 1
+            if active_state(m, path) == "active":
+                new = main_pid(m, path)
+                if new and new != pid:
+                    t1 = time.monotonic()
+                    break
+            next_poll += POLL
+            delay = next_poll - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                next_poll = time.monotonic()
+        r = {"i": i, "active_ms": None if t1 is None else (t1 - t0) * 1000.0, "polls": polls}
+        if t1 is None:
+            timeouts_in_a_row += 1
+        else:
+            timeouts_in_a_row = 0
+        if a.log:
+            # unitwarden: wait for its verdict (so the next kill starts from a verified restart),
+            # then read its lines since the kill.
+            verdict_deadline = time.monotonic() + a.timeout
+            lines = []
+            while time.monotonic() < verdict_deadline:
+                lines = read_new_lines(a.log, log_off)
+                if any(tag in l and ("result=restarted" in l or "result=failed" in l) for l in lines):
+                    break
+                time.sleep(0.01)
+            mine = [l for l in lines if tag in l.split()]
+            first = mine[0] if mine else None
+            restarting = next((l for l in mine if l.endswith(" restarting")), None)
+            if first:
+                ts = parse_ts(first.split(" ", 1)[0])
+                r["detect_ms"] = None if ts is None else (ts - t_wall) * 1000.0
+                r["detect_line"] = first
+            if restarting:
+                ts = parse_ts(restarting.split(" ", 1)[0])
+                r["restart_ms"] = None if ts is None else (ts - t_wall) * 1000.0
+            r["verdict"] = next((w for l in mine for w in l.split()
+                                 if w in ("result=restarted", "result=failed")), None)
+        results.append(r)
+        if timeouts_in_a_row >= 3:
+            print("probe: 3 kills in a row not recovered within %.0fs; stopping this phase"
+                  % a.timeout, file=sys.stderr)
+            break
+    with open(a.out, "w") as f:
+        json.dump({"unit": a.unit, "kills": a.kills, "poll_ms": POLL * 1000, "results": results}, f)
+
+
+# --------------------------------------------------------------------------------------------
+# idle cost
+
+
+def proc_stat_ticks(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state); utime=14, stime=15, cutime=16, cstime=17
+    return sum(int(fields[k - 3]) for k in (14, 15, 16, 17))
+
+
+def schedstat_ns(pid):
+    total = 0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                total += int(f.read().split()[0])
+        except OSError:
+            pass
+    return total
+
+
+def cgroup_dir(pid):
+    with open("/proc/%d/cgroup" % pid) as f:
+        for line in f:
+            hid, _, path = line.rstrip("\n").split(":", 2)
+            if hid == "0":
+                for root in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
+                    d = root + path
+                    if os.path.exists(d + "/cpu.stat"):
+                        return d
+    return None
+
+
+def cgroup_usec(d):
+    with open(d + "/cpu.stat") as f:
+        for line in f:
+            k, v = line.split()
+            if k == "usage_usec":
+                return int(v)
+    return None
+
+
+def status_kb(pid):
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM"):
+                out[k] = int(v.split()[0])
+    return out
+
+
+def last_pid():
+    with open("/proc/sys/kernel/ns_last_pid") as f:
+        return int(f.read())
+
+
+def cmd_idle(a):
+    m = manager()
+    mgr_pid = int(os.environ["HARNESS_MANAGER_PID"])
+    bus_pid = main_pid(m, unit_path("dbus.service"))
+    bus_cg = cgroup_dir(bus_pid)
+    pids_before = {u: main_pid(m, unit_path(u)) for u in a.units}
+    states = {u: active_state(m, unit_path(u)) for u in a.units}
+    if not all(p for p in pids_before.values()) or set(states.values()) != {"active"}:
+        sys.exit("probe: idle units not all active: %r" % states)
+    wpid = a.watcher_pid
+    wcg = cgroup_dir(wpid) if wpid else None
+
+    def snap():
+        s = {"t": time.monotonic(), "mgr_ns": schedstat_ns(mgr_pid), "mgr_ticks": proc_stat_ticks(mgr_pid),
+             "bus_us": cgroup_usec(bus_cg) if bus_cg else None, "bus_ns": schedstat_ns(bus_pid),
+             "last_pid": last_pid()}
+        if wpid:
+            s["w_ticks"] = proc_stat_ticks(wpid)
+            s["w_us"] = cgroup_usec(wcg) if wcg else None
+        if a.counter:
+            s["rounds"] = os.path.getsize(a.counter)
+        return s
+
+    sent = None
+    s0 = snap()
+    if a.kind == "unitwarden" and shutil.which("perf"):
+        # Count the D-Bus messages unitwarden sends (one sendmsg(2) each; while healthy, each is
+        # one ListUnitsByNames poll). In-kernel counting: no ptrace, no measurable overhead. The
+        # perf window sits inside the CPU window, so polls are if anything undercounted by one.
+        res = subprocess.run(["perf", "stat", "-x", ",", "-e", "syscalls:sys_enter_sendmsg",
+                              "-p", str(wpid), "--", "sleep", str(a.window)],
+                             capture_output=True, text=True)
+        for line in res.stderr.splitlines():
+            parts = line.split(",")
+            if len(parts) > 2 and parts[2] == "syscalls:sys_enter_sendmsg" and parts[0].isdigit():
+                sent = int(parts[0])
+        if sent is None:
+            print("probe: perf stat gave no count (%s); estimating polls from the interval"
+                  % res.stderr.strip()[:200], file=sys.stderr)
+    else:
+        time.sleep(a.window)
+    s1 = snap()
+    pids_after = {u: main_pid(m, unit_path(u)) for u in a.units}
+    hz = os.sysconf("SC_CLK_TCK")
+    r = {"kind": a.kind, "units": len(a.units), "window_s": s1["t"] - s0["t"],
+         "mgr_us": (s1["mgr_ns"] - s0["mgr_ns"]) / 1000.0,
+         "mgr_stat_us": (s1["mgr_ticks"] - s0["mgr_ticks"]) * 1e6 / hz,
+         "bus_us": ((s1["bus_us"] - s0["bus_us"]) if bus_cg else (s1["bus_ns"] - s0["bus_ns"]) / 1000.0),
+         "forks": s1["last_pid"] - s0["last_pid"],
+         "restarted_during_window": sorted(u for u in a.units if pids_after[u] != pids_before[u])}
+    if wpid:
+        r["w_stat_us"] = (s1["w_ticks"] - s0["w_ticks"]) * 1e6 / hz
+        r["w_us"] = (s1["w_us"] - s0["w_us"]) if wcg else r["w_stat_us"]
+        r["w_source"] = "cgroup cpu.stat" if wcg else "/proc/PID/stat"
+        r["mem_kb"] = status_kb(wpid)
+    # unit-checks performed during the window
+    if a.kind == "shell":
+        r["polls"] = s1["rounds"] - s0["rounds"]
+        r["polls_source"] = "loop rounds (counter file)"
+    elif a.kind == "monit":
+        r["polls"] = r["forks"] / float(len(a.units))
+        r["polls_source"] = "check programs forked / units"
+    elif a.kind == "unitwarden" and sent is not None:
+        r["polls"] = sent
+        r["polls_source"] = "D-Bus calls sent (perf: sendmsg count)"
+    elif a.kind == "unitwarden":
+        r["polls"] = int(r["window_s"] / a.interval)
+        r["polls_source"] = "estimated as window / interval (perf unavailable)"
+    else:
+        r["polls"] = 0
+    r["checks"] = r["polls"] * len(a.units)
+    with open(a.out, "w") as f:
+        json.dump(r, f)
+
+
+# --------------------------------------------------------------------------------------------
+# report
+
+
+def pct(values, p):
+    """Nearest-rank percentile."""
+    v = sorted(values)
+    if not v:
+        return None
+    k = max(0, min(len(v) - 1, int(-(-p * len(v) // 100)) - 1))
+    return v[k]
+
+
+def fmt_ms(x):
+    if x is None:
+        return "-"
+    return "%.0f" % x if x >= 100 else "%.1f" % x
+
+
+def cmd_report(a):
+    with open(a.header) as f:
+        out = [f.read().rstrip("\n"), ""]
+    lat, idle = {}, {}
+    for line in open(a.results):
+        rec = json.loads(line)
+        (lat if rec["type"] == "latency" else idle)[rec["name"]] = rec
+    order = [("systemd", "a) systemd Restart=always, RestartSec=0"),
+             ("shell", "b) shell loop (is-active || restart; sleep 1)"),
+             ("monit", "c) monit (set daemon 1, check program)"),
+             ("unitwarden", "d) unitwarden (event-driven, backoff 0)")]
+    out.append("Restart latency: SIGKILL of MainPID -> unit active again with a new MainPID")
+    out.append("(polled every %g ms over the bus, no Subscribe; ms; N = kills measured)" % (POLL * 1000))
+    out.append("")
+    out.append("%-48s %4s %8s %8s %8s %8s" % ("watcher", "N", "median", "p90", "max", "lost"))
+    for key, label in order:
+        rec = lat.get(key)
+        if not rec:
+            out.append("%-48s %4s %8s %8s %8s %8s" % (label, "-", "-", "-", "-", "not run"))
+            continue
+        vals = [r["active_ms"] for r in rec["data"]["results"] if r["active_ms"] is not None]
+        lost = len(rec["data"]["results"]) - len(vals)
+        out.append("%-48s %4d %8s %8s %8s %8d" % (label, len(vals), fmt_ms(statistics.median(vals) if vals else None),
+                                                  fmt_ms(pct(vals, 90)), fmt_ms(max(vals) if vals else None), lost))
+    uw = lat.get("unitwarden")
+    if uw:
+        rs = uw["data"]["results"]
+        det = [r["detect_ms"] for r in rs if r.get("detect_ms") is not None]
+        rst = [r["restart_ms"] for r in rs if r.get("restart_ms") is not None]
+        out.append("%-48s %4d %8s %8s %8s" % ("   unitwarden kill -> first log line (detection)", len(det),
+                                              fmt_ms(statistics.median(det) if det else None),
+                                              fmt_ms(pct(det, 90)), fmt_ms(max(det) if det else None)))
+        out.append("%-48s %4d %8s %8s %8s" % ("   unitwarden kill -> 'restarting' log line", len(rst),
+                                              fmt_ms(statistics.median(rst) if rst else None),
+                                              fmt_ms(pct(rst, 90)), fmt_ms(max(rst) if rst else None)))
+        verdicts = [r.get("verdict") for r in rs]
+        out.append("   (log timestamps have 1 ms resolution; verdicts: %d restarted, %d failed, %d none)"
+                   % (verdicts.count("result=restarted"), verdicts.count("result=failed"),
+                      verdicts.count(None)))
+        first = next((r.get("detect_line") for r in rs if r.get("detect_line")), None)
+        if first:
+            out.append("   first line after a kill: " + first.split(" ", 1)[1][:100])
+    out.append("")
+    out.append("Cost of checking while healthy (idle window; CPU time / unit-checks; unit-check = one unit")
+    out.append("checked once; watcher = its service cgroup incl. children, manager = systemd --user,")
+    out.append("bus = dbus-daemon)")
+    out.append("")
+    out.append("%-22s %6s %7s %7s %10s %10s %10s %10s %11s" % (
+        "watcher", "units", "polls", "checks", "watcher", "manager", "bus", "total", "RSS/HWM"))
+    out.append("%-22s %6s %7s %7s %10s %10s %10s %10s %11s" % (
+        "", "", "", "", "us/check", "us/check", "us/check", "us/check", "MiB"))
+    for key, label in [("none", "(no watcher)"), ("shell", "shell loop"), ("monit", "monit"),
+                       ("unitwarden", "unitwarden")]:
+        rec = idle.get(key)
+        if not rec:
+            continue
+        d = rec["data"]
+        n = d["checks"]
+        if key == "none":
+            out.append("%-22s %6d %7s %7s %10s %10s %10s %10s %11s" % (
+                label, d["units"], "-", "-", "-", "%.0f us/s" % (d["mgr_us"] / d["window_s"]),
+                "%.0f us/s" % (d["bus_us"] / d["window_s"]), "-", "-"))
+            continue
+        per = lambda us: "%.0f" % (us / n) if n else "-"
+        mem = d.get("mem_kb", {})
+        memtxt = "%.1f/%.1f" % (mem.get("VmRSS", 0) / 1024.0, mem.get("VmHWM", 0) / 1024.0) if mem else "-"
+        out.append("%-22s %6d %7.0f %7.0f %10s %10s %10s %10s %11s" % (
+            label, d["units"], d["polls"], n, per(d["w_us"]), per(d["mgr_us"]), per(d["bus_us"]),
+            per(d["w_us"] + d["mgr_us"] + d["bus_us"]), memtxt))
+    notes = []
+    for key in ("none", "shell", "monit", "unitwarden"):
+        rec = idle.get(key)
+        if not rec:
+            continue
+        d = rec["data"]
+        extra = ""
+        if "w_stat_us" in d:
+            extra = "; watcher per /proc/PID/stat (ticks, incl. reaped children): %.0f ms" % (d["w_stat_us"] / 1000)
+        notes.append("   %-10s window %.1f s, %s; watcher %.1f ms, manager %.1f ms (per /proc stat %.0f ms), "
+                     "bus %.1f ms CPU; %d forks%s" % (
+                         key, d["window_s"], d.get("polls_source", "no checks"), d.get("w_us", 0) / 1000,
+                         d["mgr_us"] / 1000, d["mgr_stat_us"] / 1000, d["bus_us"] / 1000, d["forks"], extra))
+        if d["restarted_during_window"]:
+            notes.append("   WARNING %s: units restarted during the idle window: %s"
+                         % (key, " ".join(d["restarted_during_window"])))
+    out.append("")
+    out.append("unitwarden goals:")
+    goal = lambda ok: "ok  " if ok else "MISS"
+    if uw:
+        vals = [r["active_ms"] for r in uw["data"]["results"] if r["active_ms"] is not None]
+        if vals:
+            med = statistics.median(vals)
+            out.append("   %s kill -> active median <= 30 ms: %.1f ms (p90 %.1f, max %.1f)"
+                       % (goal(med <= 30), med, pct(vals, 90), max(vals)))
+    d = idle.get("unitwarden", {}).get("data")
+    if d and d["checks"]:
+        tot = (d["w_us"] + d["mgr_us"] + d["bus_us"]) / d["checks"]
+        out.append("   %s <= 150 us CPU per unit-check, all included: %.0f us (unitwarden %.0f + systemd %.0f + dbus-daemon %.0f)"
+                   % (goal(tot <= 150), tot, d["w_us"] / d["checks"], d["mgr_us"] / d["checks"], d["bus_us"] / d["checks"]))
+    mems = [rec["data"]["mem_kb"] for rec in idle.values() if rec["name"] == "unitwarden" and "mem_kb" in rec["data"]]
+    mems += [rec["mem_kb"] for key, rec in lat.items() if key == "unitwarden" and "mem_kb" in rec]
+    if mems:
+        hwm = max(m.get("VmHWM", 0) for m in mems) / 1024.0
+        rss = max(m.get("VmRSS", 0) for m in mems) / 1024.0
+        out.append("   %s RSS <= 6 MiB: VmRSS %.1f MiB, VmHWM %.1f MiB (largest of both runs)" % (goal(hwm <= 6), rss, hwm))
+    out.append("")
+    out.append("Details:")
+    out.extend(notes)
+    for key, rec in lat.items():
+        mem = rec.get("mem_kb")
+        if mem:
+            out.append("   %s after the latency run: VmRSS %.1f MiB, VmHWM %.1f MiB"
+                       % (key, mem.get("VmRSS", 0) / 1024.0, mem.get("VmHWM", 0) / 1024.0))
+    print("\n".join(out))
+
+
+def duration(text):
+    for suffix, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
+        if text.endswith(suffix) and text[:-len(suffix)].replace(".", "", 1).isdigit():
+            return float(text[:-len(suffix)]) * scale
+    raise argparse.ArgumentTypeError("not a duration: %r (use e.g. 1s, 500ms)" % text)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    l = sub.add_parser("latency")
+    l.add_argument("--unit", required=True)
+    l.add_argument("--kills", type=int, default=50)
+    l.add_argument("--out", required=True)
+    l.add_argument("--log")
+    l.add_argument("--gap-min", type=float, default=0.05)
+    l.add_argument("--gap-max", type=float, default=0.15)
+    l.add_argument("--timeout", type=float, default=10.0)
+    i = sub.add_parser("idle")
+    i.add_argument("--window", type=float, required=True)
+    i.add_argument("--units", nargs="+", required=True)
+    i.add_argument("--kind", required=True, choices=["none", "shell", "monit", "unitwarden"])
+    i.add_argument("--watcher-pid", type=int)
+    i.add_argument("--counter")
+    i.add_argument("--interval", type=duration, default=1.0, help="unitwarden's interval (1s, 500ms)")
+    i.add_argument("--out", required=True)
+    r = sub.add_parser("report")
+    r.add_argument("--results", required=True)
+    r.add_argument("--header", required=True)
+    a = p.parse_args()
+    {"latency": cmd_latency, "idle": cmd_idle, "report": cmd_report}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()
