@@ -8,6 +8,9 @@ use clap::{Parser, Subcommand};
 /// Where the config is read from unless `--config` or `UNITWARDEN_CONFIG` says otherwise.
 pub const DEFAULT_CONFIG: &str = "/etc/unitwarden/unitwarden.toml";
 
+/// The system account the package creates for least-privilege mode.
+pub const DEFAULT_SERVICE_USER: &str = "unitwarden";
+
 /// Exit code for an invalid config or invalid arguments.
 pub const EXIT_CONFIG: u8 = 2;
 
@@ -39,5 +42,13 @@ pub enum Cmd {
         /// How many transitions to print
         #[arg(long, default_value_t = 5, value_name = "N")]
         next: usize,
+    },
+    /// Send one test email now and print the SMTP result (exit 0 sent, 1 failed)
+    TestEmail,
+    /// Print a polkit rule letting USER start, restart and reset exactly the configured units
+    PolkitRule {
+        /// The account unitwarden runs as in least-privilege mode (User= in its unit)
+        #[arg(long, default_value = DEFAULT_SERVICE_USER, value_name = "USER")]
+        user: String,
     },
 }

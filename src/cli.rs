@@ -29,7 +29,12 @@ pub fn main() -> ExitCode {
     match cli.command {
         Cmd::CheckConfig => {
             print!("{}", settings.summary());
+            print_email_warnings(&settings);
             ExitCode::SUCCESS
+        }
+        Cmd::TestEmail => {
+            print_email_warnings(&settings);
+            with_runtime(test_email(settings))
         }
         Cmd::Windows { next } => {
             let host = jiff::tz::TimeZone::system();
@@ -44,8 +49,40 @@ pub fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Cmd::PolkitRule { user } => {
+            let units: Vec<_> = settings.units.iter().map(|u| &u.pattern).collect();
+            print!("{}", crate::polkit::rule(&user, &settings.path, &units));
+            ExitCode::SUCCESS
+        }
         Cmd::Run => with_runtime(run(settings)),
         Cmd::Once => with_runtime(once(settings)),
+    }
+}
+
+/// Email settings that work but deserve attention (inline password, readable password file).
+fn print_email_warnings(settings: &Settings) {
+    for w in settings.email.iter().flat_map(|e| e.warnings()) {
+        eprintln!("{}: warning: {w}", settings.path.display());
+    }
+}
+
+async fn test_email(settings: Settings) -> ExitCode {
+    let Some(email) = &settings.email else {
+        eprintln!(
+            "unitwarden test-email: {} has no [email] section",
+            settings.path.display()
+        );
+        return ExitCode::FAILURE;
+    };
+    match crate::alert::test_email(email).await {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("unitwarden test-email: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -96,14 +133,54 @@ async fn run(settings: Settings) -> ExitCode {
         }
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %settings.path.display(), "unitwarden starting");
-    match Engine::new(settings, Some(log), Alerts::disabled())
+    let (alerts, delivery) = start_alerts(&settings);
+    let outcome = Engine::new(settings, Some(log), alerts)
         .run(shutdown, rx)
-        .await
-    {
+        .await;
+    delivery.finish().await;
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The running alert task, if `[email]` is configured.
+struct Delivery(
+    Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
+);
+
+impl Delivery {
+    /// Lets the alert task send what is queued (bounded by `alert::FLUSH_BOUND`) and waits.
+    async fn finish(self) {
+        if let Some((stop, task)) = self.0 {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
+    }
+}
+
+fn start_alerts(settings: &Settings) -> (Alerts, Delivery) {
+    let Some(email) = &settings.email else {
+        return (Alerts::disabled(), Delivery(None));
+    };
+    let journal = crate::alert::Journal::from(settings.daemon.bus);
+    match crate::alert::start(email, &settings.daemon.state_dir, journal) {
+        Ok((alerts, task)) => {
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let handle = tokio::spawn(task.run(async move {
+                let _ = stopped.await;
+            }));
+            (alerts, Delivery(Some((stop, handle))))
+        }
+        Err(e) => {
+            tracing::error!("email alerts are off: {e:#}");
+            (Alerts::disabled(), Delivery(None))
         }
     }
 }
@@ -113,7 +190,10 @@ async fn once(settings: Settings) -> ExitCode {
         eprintln!("unitwarden: {e:#}");
         return ExitCode::FAILURE;
     }
-    match Engine::new(settings, None, Alerts::disabled()).once().await {
+    let (alerts, delivery) = start_alerts(&settings);
+    let outcome = Engine::new(settings, None, alerts).once().await;
+    delivery.finish().await;
+    match outcome {
         Ok(report) => {
             for line in &report.lines {
                 println!("{line}");

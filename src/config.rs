@@ -104,7 +104,7 @@ pub enum Tls {
 }
 
 /// Alert events an operator can select with `notify_on`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     Down,
@@ -119,6 +119,26 @@ pub enum EventKind {
     Resource,
     Started,
     Stopping,
+}
+
+impl EventKind {
+    /// The name used in `notify_on` and in the logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Down => "down",
+            EventKind::Restarted => "restarted",
+            EventKind::RestartFailed => "restart_failed",
+            EventKind::GaveUp => "gave_up",
+            EventKind::Recovered => "recovered",
+            EventKind::NotFound => "not_found",
+            EventKind::ProbeFailed => "probe_failed",
+            EventKind::Flapping => "flapping",
+            EventKind::ConfigReloadFailed => "config_reload_failed",
+            EventKind::Resource => "resource",
+            EventKind::Started => "started",
+            EventKind::Stopping => "stopping",
+        }
+    }
 }
 
 pub const ALL_EVENTS: [EventKind; 12] = [
@@ -136,11 +156,20 @@ pub const ALL_EVENTS: [EventKind; 12] = [
     EventKind::Stopping,
 ];
 
-#[derive(Debug)]
+/// The `[email]` section. `Debug` is written by hand so that the inline password never reaches
+/// a log line or a panic message.
+#[derive(Clone)]
 pub struct EmailSettings {
     pub smtp_host: String,
     pub smtp_port: u16,
     pub tls: Tls,
+    /// Check the server's certificate and host name (default true). `false` is for a relay with
+    /// a self-signed certificate on a trusted network; `ca_file` is the safer way.
+    pub tls_verify: bool,
+    /// PEM file with extra CA certificates to trust, on top of the system store.
+    pub ca_file: Option<PathBuf>,
+    /// Bound on connecting and on each SMTP command; a hung server is cut off after it.
+    pub timeout: Duration,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
     pub password: Option<String>,
@@ -153,6 +182,133 @@ pub struct EmailSettings {
     pub remind_after: Vec<Duration>,
     pub outbox_max_age: Duration,
     pub notify_on: BTreeSet<EventKind>,
+}
+
+impl fmt::Debug for EmailSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmailSettings")
+            .field("smtp_host", &self.smtp_host)
+            .field("smtp_port", &self.smtp_port)
+            .field("tls", &self.tls)
+            .field("tls_verify", &self.tls_verify)
+            .field("ca_file", &self.ca_file)
+            .field("timeout", &self.timeout)
+            .field("username", &self.username)
+            .field("password_file", &self.password_file)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("from", &self.from)
+            .field("to", &self.to)
+            .field("subject_prefix", &self.subject_prefix)
+            .field("batch_window", &self.batch_window)
+            .field("min_interval", &self.min_interval)
+            .field("journal_lines", &self.journal_lines)
+            .field("remind_after", &self.remind_after)
+            .field("outbox_max_age", &self.outbox_max_age)
+            .field("notify_on", &self.notify_on)
+            .finish()
+    }
+}
+
+/// Environment variable that supplies the SMTP password (it wins over `password_file`).
+pub const PASSWORD_ENV: &str = "UNITWARDEN_SMTP_PASSWORD";
+
+impl EmailSettings {
+    /// Things that work but deserve an operator's attention, one sentence each. Never contains
+    /// the password.
+    pub fn warnings(&self) -> Vec<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut w = Vec::new();
+        if self.password.is_some() {
+            w.push(format!(
+                "email.password is written in the config file; prefer password_file (mode 0600) or ${PASSWORD_ENV}"
+            ));
+        }
+        if let Some(file) = &self.password_file {
+            match std::fs::metadata(file) {
+                Ok(m) if m.permissions().mode() & 0o004 != 0 => w.push(format!(
+                    "email.password_file {} is readable by other users (mode {:04o}); chmod o-r it",
+                    file.display(),
+                    m.permissions().mode() & 0o7777
+                )),
+                Ok(_) => {}
+                Err(e) => w.push(format!(
+                    "email.password_file {}: {}; emails wait in the outbox until it can be read",
+                    file.display(),
+                    io_reason(&e)
+                )),
+            }
+        }
+        if let Some(file) = &self.ca_file
+            && let Err(e) = std::fs::metadata(file)
+        {
+            w.push(format!(
+                "email.ca_file {}: {}; TLS connections will fail until it can be read",
+                file.display(),
+                io_reason(&e)
+            ));
+        }
+        if self.username.is_some()
+            && self.password.is_none()
+            && self.password_file.is_none()
+            && std::env::var_os(PASSWORD_ENV).is_none()
+        {
+            w.push(format!(
+                "email.username is set but there is no password (password_file or ${PASSWORD_ENV})"
+            ));
+        }
+        if self.tls == Tls::None && self.username.is_some() {
+            w.push("email.tls = \"none\" with a username: the password would cross the network in clear text".into());
+        }
+        if !self.tls_verify {
+            w.push(
+                "email.tls_verify = false: the server's certificate is not checked; prefer ca_file"
+                    .into(),
+            );
+        }
+        w
+    }
+
+    /// How unitwarden will authenticate and check the server, for `check-config` (the source of
+    /// the password, never the password).
+    pub fn describe_auth(&self) -> String {
+        let auth = match &self.username {
+            None => "no AUTH".to_string(),
+            Some(u) => {
+                let source = if std::env::var_os(PASSWORD_ENV).is_some() {
+                    format!("${PASSWORD_ENV}")
+                } else if let Some(f) = &self.password_file {
+                    format!("password_file {}", f.display())
+                } else if self.password.is_some() {
+                    "inline password".to_string()
+                } else {
+                    "no password".to_string()
+                };
+                format!("AUTH as {u} ({source})")
+            }
+        };
+        let cert = match (self.tls, self.tls_verify, &self.ca_file) {
+            (Tls::None, _, _) => "no TLS".to_string(),
+            (_, false, _) => "certificate not verified".to_string(),
+            (_, true, Some(ca)) => format!(
+                "certificate verified against the system store and {}",
+                ca.display()
+            ),
+            (_, true, None) => "certificate verified against the system store".to_string(),
+        };
+        format!(
+            "{auth}; {cert}; timeout {}; notify_on: {}",
+            humantime::format_duration(self.timeout),
+            if self.notify_on.len() == ALL_EVENTS.len() {
+                "all".to_string()
+            } else {
+                self.notify_on
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }
+        )
+    }
 }
 
 #[derive(Debug)]
@@ -267,7 +423,10 @@ struct RawProbe {
 struct RawEmail {
     smtp_host: Option<String>,
     smtp_port: Option<u16>,
-    tls: Option<Tls>,
+    tls: Option<Spanned<Tls>>,
+    tls_verify: Option<Spanned<bool>>,
+    ca_file: Option<PathBuf>,
+    timeout: Option<PositiveDur>,
     username: Option<String>,
     password_file: Option<PathBuf>,
     password: Option<String>,
@@ -738,11 +897,38 @@ fn build_email(e: Spanned<RawEmail>) -> Result<EmailSettings, (Range<usize>, Str
     if e.password.is_some() && e.password_file.is_some() {
         return Err((span, "set password_file or password, not both".into()));
     }
+    if e.username.is_none() && (e.password.is_some() || e.password_file.is_some()) {
+        return Err((span, "a password needs a username".into()));
+    }
+    let tls = e.tls.as_ref().map_or(Tls::Starttls, |t| *t.get_ref());
+    let tls_verify = e.tls_verify.as_ref().is_none_or(|v| *v.get_ref());
+    // Certificate settings without TLS would silently do nothing.
+    if let Some(t) = &e.tls
+        && *t.get_ref() == Tls::None
+        && (e.ca_file.is_some() || e.tls_verify.is_some())
+    {
+        return Err((
+            t.span(),
+            "ca_file and tls_verify need tls = \"starttls\" or \"tls\"".into(),
+        ));
+    }
+    if let Some(v) = &e.tls_verify
+        && !*v.get_ref()
+        && e.ca_file.is_some()
+    {
+        return Err((
+            v.span(),
+            "tls_verify = false ignores ca_file; set one or the other".into(),
+        ));
+    }
     let host = hostname();
     Ok(EmailSettings {
         smtp_host: e.smtp_host.unwrap_or_else(|| "localhost".into()),
         smtp_port: e.smtp_port.unwrap_or(25),
-        tls: e.tls.unwrap_or(Tls::Starttls),
+        tls,
+        tls_verify,
+        ca_file: e.ca_file,
+        timeout: e.timeout.map_or(Duration::from_secs(30), |d| d.0),
         username: e.username,
         password_file: e.password_file,
         password: e.password,
@@ -912,6 +1098,7 @@ impl Settings {
                     e.smtp_port,
                     e.tls
                 );
+                let _ = writeln!(s, "  {}", e.describe_auth());
             }
             None => {
                 let _ = writeln!(s, "email: off");
@@ -1040,6 +1227,85 @@ verify_after = "0s"
         )
         .unwrap_err();
         assert!(e.contains("dependency cycle"), "{e}");
+    }
+
+    #[test]
+    fn email_settings_errors_and_defaults() {
+        let table: &[(&str, &str)] = &[
+            (
+                "[email]\nto = [\"a@b\"]\npassword_file = \"/p\"\n",
+                "/etc/unitwarden/test.toml:1:1: a password needs a username",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\ntls = \"none\"\nca_file = \"/ca.pem\"\n",
+                "/etc/unitwarden/test.toml:3:7: ca_file and tls_verify need tls = \"starttls\" or \"tls\"",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\ntls_verify = false\nca_file = \"/ca.pem\"\n",
+                "/etc/unitwarden/test.toml:3:14: tls_verify = false ignores ca_file",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\ntimeout = \"0s\"\n",
+                "/etc/unitwarden/test.toml:3:11: duration \"0s\" must be longer than zero",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nnotify_on = [\"gave-up\"]\n",
+                "/etc/unitwarden/test.toml:3:14: unknown variant `gave-up`",
+            ),
+        ];
+        for (text, want) in table {
+            let got = parse_str(text).expect_err(text);
+            assert!(
+                got.starts_with(want),
+                "for {text:?}\n got: {got}\nwant: {want}"
+            );
+        }
+        let e = parse_str("[email]\nto = [\"a@b\"]\n")
+            .unwrap()
+            .email
+            .unwrap();
+        assert_eq!(
+            (e.tls, e.tls_verify, e.ca_file.clone()),
+            (Tls::Starttls, true, None)
+        );
+        assert_eq!(e.timeout, Duration::from_secs(30));
+        assert_eq!(e.notify_on.len(), ALL_EVENTS.len());
+        assert!(e.warnings().is_empty(), "{:?}", e.warnings());
+    }
+
+    #[test]
+    fn the_smtp_password_never_shows_and_risky_setups_warn() {
+        let s = parse_str(
+            "[email]\nto = [\"a@b\"]\nusername = \"u\"\npassword = \"hunter2-secret\"\ntls_verify = false\n",
+        )
+        .unwrap();
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("hunter2-secret"), "{debug}");
+        assert!(debug.contains("<redacted>"), "{debug}");
+        assert!(!s.summary().contains("hunter2-secret"));
+        let e = s.email.unwrap();
+        let warnings = e.warnings().join("\n");
+        assert!(!warnings.contains("hunter2-secret"));
+        assert!(
+            warnings.contains("email.password is written in the config file"),
+            "{warnings}"
+        );
+        assert!(warnings.contains("tls_verify = false"), "{warnings}");
+
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("smtp-password");
+        std::fs::write(&pw, "hunter2-secret\n").unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let text = format!(
+            "[email]\nto = [\"a@b\"]\nusername = \"u\"\npassword_file = \"{}\"\n",
+            pw.display()
+        );
+        let e = parse_str(&text).unwrap().email.unwrap();
+        let w = e.warnings().join("\n");
+        assert!(w.contains("is readable by other users (mode 0644)"), "{w}");
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(e.warnings().is_empty(), "{:?}", e.warnings());
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod logging;
 pub mod monitor;
 pub mod notify;
 pub mod policy;
+pub mod polkit;
 pub mod state;
 pub mod systemd;
 pub mod unit;

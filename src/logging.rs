@@ -123,7 +123,11 @@ pub fn format_duration(d: Duration) -> String {
         let text = text.trim_end_matches('0').trim_end_matches('.');
         return format!("{text}s");
     }
-    humantime::format_duration(ms).to_string().replace(' ', "")
+    // Beyond a minute, milliseconds are noise ("1h2m59s", not "1h2m59s722ms").
+    let secs = Duration::from_secs(ms.as_secs() + u64::from(ms.subsec_millis() >= 500));
+    humantime::format_duration(secs)
+        .to_string()
+        .replace(' ', "")
 }
 
 fn build(
@@ -984,6 +988,7 @@ mod tests {
         assert_eq!(format_duration(Duration::from_micros(1_500_700)), "1.501s");
         assert_eq!(format_duration(Duration::from_millis(250)), "0.25s");
         assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
+        assert_eq!(format_duration(Duration::from_millis(3_779_722)), "1h3m");
         assert_eq!(format_duration(Duration::ZERO), "0s");
     }
 }

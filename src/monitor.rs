@@ -625,6 +625,14 @@ impl Engine {
             .unwrap_or_else(|| "-".into());
         let window = self.mode_name.clone().unwrap_or_else(|| "-".into());
         let now = Timestamp::now();
+        // A window may ask for a stricter alert repeat suppression while it lasts.
+        let window_min_interval = self.settings.email.as_ref().and_then(|e| {
+            let m = self
+                .settings
+                .calendar
+                .effective_min_interval(now, e.min_interval);
+            (m != e.min_interval).then_some(m)
+        });
         let mut events: Vec<Event> = Vec::new();
         let event = |kind: EventKind, detail: String| {
             let mut ev = Event::new(kind, Some(name.clone()), now, detail);
@@ -632,6 +640,7 @@ impl Engine {
             ev.exec_status = obs.as_ref().and_then(|o| o.exec_status());
             ev.n_restarts = obs.as_ref().and_then(|o| o.n_restarts);
             ev.window = self.mode_name.clone();
+            ev.min_interval = window_min_interval;
             ev
         };
         for e in fx {
@@ -995,10 +1004,8 @@ async fn run_attempt(
     failed: bool,
     mut jobs: broadcast::Receiver<JobDone>,
 ) -> JobOutcome {
-    if failed {
-        if let Err(e) = sd.reset_failed(name).await {
-            tracing::warn!(unit = %name, action = "reset_failed", "ResetFailedUnit failed: {e}");
-        }
+    if failed && let Err(e) = sd.reset_failed(name).await {
+        tracing::warn!(unit = %name, action = "reset_failed", "ResetFailedUnit failed: {e}");
     }
     let job = match sd.restart(name).await {
         Ok(job) => job,

@@ -1,8 +1,12 @@
 //! The integration-test binary: drives the real `unitwarden` executable against
 //! real components (a private `systemd --user` manager per test, see
-//! `support`). One binary, so the support code is compiled once.
+//! `support`; a Debian booted by systemd-nspawn for the package, see `deb`).
+//! One binary, so the support code is compiled once.
 
+mod smtp;
 mod support;
 
+mod deb;
+mod email;
 mod harness_selftest;
 mod watchdog;

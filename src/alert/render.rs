@@ -1,0 +1,548 @@
+//! Subject and plain-text body of an alert email, from a [`Draft`]. Pure: the time zone, host
+//! and journal excerpts are arguments. Written for a phone screen: short `Key: value` lines, one
+//! block per event, ASCII where we choose the characters.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+
+use super::Event;
+use super::batch::{Draft, Item, Suppressed};
+use crate::config::EventKind;
+use crate::unit::UnitName;
+
+/// Subjects longer than this (after the prefix) list fewer units and say how many more.
+const SUBJECT_MAX: usize = 100;
+
+/// What the journal said about one unit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Excerpt {
+    /// The command, as an operator would type it to see more.
+    pub command: String,
+    /// The lines, or why there are none.
+    pub lines: Result<Vec<String>, String>,
+}
+
+pub struct Context<'a> {
+    pub host: &'a str,
+    pub prefix: &'a str,
+    pub tz: &'a TimeZone,
+    pub min_interval: Duration,
+    pub remind_after: &'a [Duration],
+    pub journal_lines: u32,
+    pub journal: &'a BTreeMap<UnitName, Excerpt>,
+}
+
+/// The subject key of an item: its unit, or the kind for events about unitwarden itself.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Key {
+    Unit(UnitName),
+    Own(EventKind),
+}
+
+fn key(item: &Item) -> Key {
+    match item.unit() {
+        Some(u) => Key::Unit(u.clone()),
+        None => Key::Own(match item {
+            Item::Event(e) => e.kind,
+            Item::Reminder { gave_up, .. } => gave_up.kind,
+        }),
+    }
+}
+
+/// The short form of a unit in lists: `nginx` for `nginx.service`.
+fn short(u: &UnitName) -> &str {
+    u.as_str().strip_suffix(".service").unwrap_or(u.as_str())
+}
+
+fn attempt(e: &Event) -> String {
+    e.attempt
+        .map(|(k, n)| format!("{k}/{n}"))
+        .unwrap_or_default()
+}
+
+/// The one-line headline of a single item.
+pub fn headline(item: &Item) -> String {
+    let e = match item {
+        Item::Reminder { n, of, gave_up, .. } => {
+            let unit = gave_up.unit.as_ref().map_or("unit", |u| u.as_str());
+            return format!("{unit} still given up (reminder {n}/{of})");
+        }
+        Item::Event(e) => e,
+    };
+    let unit = e.unit.as_ref().map_or("unit", |u| u.as_str());
+    match e.kind {
+        EventKind::Down => format!("{unit} is down"),
+        EventKind::Restarted if e.attempt.is_some() => {
+            format!("{unit} restarted (attempt {})", attempt(e))
+        }
+        EventKind::Restarted => format!("{unit} restarted"),
+        EventKind::RestartFailed if e.attempt.is_some() => {
+            format!("{unit} restart failed (attempt {})", attempt(e))
+        }
+        EventKind::RestartFailed => format!("{unit} restart failed"),
+        EventKind::GaveUp if e.attempt.is_some() => {
+            format!("{unit} gave up after {} restarts", attempt(e))
+        }
+        EventKind::GaveUp => format!("{unit} gave up"),
+        EventKind::Recovered => format!("{unit} recovered"),
+        EventKind::NotFound => format!("{unit} cannot be loaded"),
+        EventKind::ProbeFailed => format!("{unit} health probe failed"),
+        EventKind::Flapping => format!("{unit} is flapping"),
+        EventKind::ConfigReloadFailed => "config reload failed".into(),
+        EventKind::Resource if e.detail.is_empty() => "resource threshold crossed".into(),
+        EventKind::Resource => e.detail.clone(),
+        EventKind::Started => "unitwarden started".into(),
+        EventKind::Stopping => "unitwarden stopping".into(),
+    }
+}
+
+/// Words for several units in the same state, and the order groups are listed in (most
+/// urgent first).
+fn group(item: &Item) -> (u8, &'static str) {
+    match item {
+        Item::Reminder { .. } => (1, "still given up"),
+        Item::Event(e) => match e.kind {
+            EventKind::GaveUp => (0, "gave up"),
+            EventKind::NotFound => (2, "cannot be loaded"),
+            EventKind::RestartFailed => (3, "restart failed"),
+            EventKind::Down => (4, "down"),
+            EventKind::ProbeFailed => (5, "probe failed"),
+            EventKind::Flapping => (6, "flapping"),
+            EventKind::Resource => (7, "resource"),
+            EventKind::ConfigReloadFailed => (8, "config reload failed"),
+            EventKind::Restarted => (9, "restarted"),
+            EventKind::Recovered => (10, "recovered"),
+            EventKind::Started => (11, "unitwarden started"),
+            EventKind::Stopping => (12, "unitwarden stopping"),
+        },
+    }
+}
+
+/// Joins `names` as `a, b, c`, cut to fit `room` characters with `+N more`.
+fn list(names: &[&str], room: usize) -> String {
+    let mut out = String::new();
+    for (i, n) in names.iter().enumerate() {
+        let more = format!(" +{} more", names.len() - i);
+        let sep = if i == 0 { "" } else { ", " };
+        let last = i + 1 == names.len();
+        let needed = out.len() + sep.len() + n.len() + if last { 0 } else { more.len() };
+        if i > 0 && needed > room {
+            out.push_str(&more);
+            return out;
+        }
+        out.push_str(sep);
+        out.push_str(n);
+    }
+    out
+}
+
+/// What the email is about, without the prefix and host.
+pub fn summary(d: &Draft) -> String {
+    // The latest item per subject is the current news about it.
+    let mut latest: Vec<(Key, &Item)> = Vec::new();
+    for item in &d.items {
+        let k = key(item);
+        match latest.iter_mut().find(|(x, _)| *x == k) {
+            Some(slot) => slot.1 = item,
+            None => latest.push((k, item)),
+        }
+    }
+    if let [(_, item)] = &latest[..] {
+        return headline(item);
+    }
+    let all_units = latest.iter().all(|(k, _)| matches!(k, Key::Unit(_)));
+    let first = group(latest[0].1);
+    if all_units && latest.iter().all(|(_, i)| group(i) == first) {
+        let names: Vec<&str> = latest
+            .iter()
+            .filter_map(|(_, i)| i.unit().map(short))
+            .collect();
+        let head = format!("{} units {}: ", names.len(), first.1);
+        return head.clone() + &list(&names, SUBJECT_MAX.saturating_sub(head.len()));
+    }
+    let mut groups: BTreeMap<(u8, &str), Vec<&str>> = BTreeMap::new();
+    for (k, item) in &latest {
+        let names = groups.entry(group(item)).or_default();
+        if let Key::Unit(u) = k {
+            names.push(short(u));
+        }
+    }
+    let mut out = String::new();
+    for ((_, label), names) in groups {
+        if !out.is_empty() {
+            out.push_str("; ");
+        }
+        out.push_str(label);
+        if !names.is_empty() {
+            out.push_str(": ");
+            let room = SUBJECT_MAX.saturating_sub(out.len()).max(20);
+            out.push_str(&list(&names, room));
+        }
+        if out.len() > SUBJECT_MAX {
+            break;
+        }
+    }
+    out
+}
+
+pub fn subject(d: &Draft, ctx: &Context<'_>) -> String {
+    format!("{} {}: {}", ctx.prefix, ctx.host, summary(d))
+}
+
+/// `2026-11-23 08:02:11 +03:00 (Europe/Istanbul)`
+pub fn local_time(t: Timestamp, tz: &TimeZone) -> String {
+    let z = t.to_zoned_datetime(tz.clone());
+    let zone = match tz.iana_name() {
+        Some(name) => name.to_string(),
+        None => z.strftime("%Z").to_string(),
+    };
+    format!("{} ({zone})", z.strftime("%Y-%m-%d %H:%M:%S %:z"))
+}
+
+fn since(from: Timestamp, to: Timestamp) -> String {
+    let secs = to.duration_since(from).as_secs().max(0) as u64;
+    humantime::format_duration(Duration::from_secs(secs)).to_string()
+}
+
+fn field(out: &mut String, name: &str, value: &str) {
+    let value = if value.is_empty() { "-" } else { value };
+    let _ = writeln!(out, "{:<10} {value}", format!("{name}:"));
+}
+
+fn event_fields(out: &mut String, e: &Event) {
+    field(out, "What", &e.detail);
+    if e.unit.is_some() {
+        if e.attempt.is_some() {
+            field(out, "Attempt", &attempt(e));
+        }
+        field(out, "Result", e.result.as_deref().unwrap_or(""));
+        field(out, "Exit", e.exec_status.as_deref().unwrap_or(""));
+        field(
+            out,
+            "NRestarts",
+            &e.n_restarts.map(|n| n.to_string()).unwrap_or_default(),
+        );
+    }
+    field(out, "Window", e.window.as_deref().unwrap_or("none"));
+}
+
+fn block(out: &mut String, item: &Item, ctx: &Context<'_>) {
+    let unit = item.unit().map_or("unitwarden", |u| u.as_str());
+    match item {
+        Item::Event(e) => {
+            let _ = writeln!(out, "## {unit}: {}", e.kind.as_str().replace('_', " "));
+            field(out, "Time", &local_time(e.at, ctx.tz));
+            event_fields(out, e);
+            field(out, "Next", &e.next);
+        }
+        Item::Reminder { at, n, of, gave_up } => {
+            let _ = writeln!(out, "## {unit}: still given up (reminder {n}/{of})");
+            field(out, "Time", &local_time(*at, ctx.tz));
+            field(
+                out,
+                "Since",
+                &format!(
+                    "{}, {} ago",
+                    local_time(gave_up.at, ctx.tz),
+                    since(gave_up.at, *at)
+                ),
+            );
+            event_fields(out, gave_up);
+            let next_reminder = match ctx.remind_after.get(*n) {
+                Some(d) => {
+                    let due = d.saturating_sub(Duration::from_secs(
+                        at.duration_since(gave_up.at).as_secs().max(0) as u64,
+                    ));
+                    format!(
+                        "next reminder in {} if it stays given up",
+                        humantime::format_duration(due)
+                    )
+                }
+                None => "this is the last reminder".into(),
+            };
+            let next = if gave_up.next.is_empty() {
+                next_reminder
+            } else {
+                format!("{}; {next_reminder}", gave_up.next)
+            };
+            field(out, "Next", &next);
+        }
+    }
+}
+
+fn journal(out: &mut String, unit: &UnitName, ctx: &Context<'_>) {
+    if ctx.journal_lines == 0 {
+        return;
+    }
+    let Some(x) = ctx.journal.get(unit) else {
+        return;
+    };
+    let _ = writeln!(out, "\nJournal ({}):", x.command);
+    match &x.lines {
+        Ok(lines) if lines.is_empty() => {
+            let _ = writeln!(out, "  no journal entries for {unit}");
+        }
+        Ok(lines) => {
+            for l in lines {
+                let _ = writeln!(out, "  {l}");
+            }
+        }
+        Err(why) => {
+            let _ = writeln!(out, "  journal unavailable: {why}");
+        }
+    }
+}
+
+fn suppressed(out: &mut String, s: &[Suppressed], ctx: &Context<'_>) {
+    if s.is_empty() {
+        return;
+    }
+    let total: u32 = s.iter().map(|s| s.count).sum();
+    let _ = writeln!(
+        out,
+        "\nSuppressed since the last email: {total} repeated event{} (same event for the same unit within min_interval {}):",
+        if total == 1 { "" } else { "s" },
+        humantime::format_duration(ctx.min_interval)
+    );
+    for x in s {
+        let _ = writeln!(
+            out,
+            "  {} x {} {}",
+            x.count,
+            x.kind.as_str(),
+            x.unit.as_ref().map_or("(unitwarden)", |u| u.as_str())
+        );
+    }
+}
+
+pub fn body(d: &Draft, ctx: &Context<'_>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", summary(d));
+    let _ = writeln!(out, "Host: {}", ctx.host);
+    if d.items.len() > 1 {
+        let _ = writeln!(out, "Events: {}", d.items.len());
+    }
+    for unit in d.units() {
+        for item in d.items.iter().filter(|i| i.unit() == Some(unit)) {
+            out.push('\n');
+            block(&mut out, item, ctx);
+        }
+        journal(&mut out, unit, ctx);
+    }
+    for item in d.items.iter().filter(|i| i.unit().is_none()) {
+        out.push('\n');
+        block(&mut out, item, ctx);
+    }
+    suppressed(&mut out, &d.suppressed, ctx);
+    let _ = write!(
+        out,
+        "\n-- \nunitwarden {} on {}\n",
+        env!("CARGO_PKG_VERSION"),
+        ctx.host
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(n: &str) -> UnitName {
+        UnitName::parse(n).unwrap()
+    }
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn ev(kind: EventKind, u: Option<&str>) -> Event {
+        Event::new(
+            kind,
+            u.map(unit),
+            at("2026-11-23T05:02:11Z"),
+            format!("{kind:?}"),
+        )
+    }
+
+    fn draft(items: Vec<Item>) -> Draft {
+        Draft {
+            message_id: "<m@test>".into(),
+            at: at("2026-11-23T05:02:41Z"),
+            items,
+            suppressed: Vec::new(),
+            in_reply_to: None,
+            references: Vec::new(),
+        }
+    }
+
+    fn with_attempt(mut e: Event, k: u32, n: u32) -> Event {
+        e.attempt = Some((k, n));
+        e
+    }
+
+    #[test]
+    fn subjects() {
+        use EventKind::*;
+        let down = |u| Item::Event(ev(Down, Some(u)));
+        let table: Vec<(Vec<Item>, &str)> = vec![
+            (
+                vec![Item::Event(with_attempt(
+                    ev(GaveUp, Some("gunicorn")),
+                    3,
+                    3,
+                ))],
+                "gunicorn.service gave up after 3/3 restarts",
+            ),
+            (
+                vec![
+                    down("nginx"),
+                    down("gunicorn"),
+                    down("daphne"),
+                    down("celery"),
+                    down("celerybeat"),
+                ],
+                "5 units down: nginx, gunicorn, daphne, celery, celerybeat",
+            ),
+            (
+                vec![
+                    down("gunicorn"),
+                    Item::Event(with_attempt(ev(RestartFailed, Some("gunicorn")), 1, 3)),
+                ],
+                "gunicorn.service restart failed (attempt 1/3)",
+            ),
+            (
+                vec![
+                    down("nginx"),
+                    Item::Event(with_attempt(ev(GaveUp, Some("celery")), 3, 3)),
+                    down("daphne"),
+                    Item::Event(ev(Recovered, Some("redis"))),
+                ],
+                "gave up: celery; down: nginx, daphne; recovered: redis",
+            ),
+            (
+                vec![Item::Event(ev(Stopping, None)), down("nginx")],
+                "down: nginx; unitwarden stopping",
+            ),
+            (vec![Item::Event(ev(Started, None))], "unitwarden started"),
+            (
+                vec![Item::Reminder {
+                    at: at("2026-11-23T06:02:11Z"),
+                    n: 1,
+                    of: 3,
+                    gave_up: ev(GaveUp, Some("gunicorn")),
+                }],
+                "gunicorn.service still given up (reminder 1/3)",
+            ),
+        ];
+        for (items, want) in table {
+            assert_eq!(summary(&draft(items)), want);
+        }
+    }
+
+    #[test]
+    fn long_unit_lists_are_cut_with_a_count() {
+        let items: Vec<Item> = (0..40)
+            .map(|i| Item::Event(ev(EventKind::Down, Some(&format!("worker-number-{i:02}")))))
+            .collect();
+        let s = summary(&draft(items));
+        assert!(s.starts_with("40 units down: worker-number-00, "), "{s}");
+        assert!(s.ends_with(" more"), "{s}");
+        assert!(s.len() <= SUBJECT_MAX + 12, "{} chars: {s}", s.len());
+    }
+
+    #[test]
+    fn body_names_everything_the_person_on_call_needs() {
+        let mut e = with_attempt(ev(EventKind::GaveUp, Some("gunicorn")), 3, 3);
+        e.result = Some("exit-code".into());
+        e.exec_status = Some("code=exited, status=3".into());
+        e.n_restarts = Some(0);
+        e.window = Some("monday-morning".into());
+        e.next = "no more restarts".into();
+        let mut d = draft(vec![Item::Event(e)]);
+        d.suppressed = vec![Suppressed {
+            unit: Some(unit("gunicorn")),
+            kind: EventKind::RestartFailed,
+            count: 2,
+        }];
+        let journal = [(
+            unit("gunicorn"),
+            Excerpt {
+                command: "journalctl -u gunicorn.service -n 20".into(),
+                lines: Err("No journal files were found.".into()),
+            },
+        )]
+        .into_iter()
+        .collect();
+        let tz = TimeZone::get("Europe/Istanbul").unwrap();
+        let ctx = Context {
+            host: "web-1",
+            prefix: "[unitwarden]",
+            tz: &tz,
+            min_interval: Duration::from_secs(900),
+            remind_after: &[],
+            journal_lines: 20,
+            journal: &journal,
+        };
+        assert_eq!(
+            subject(&d, &ctx),
+            "[unitwarden] web-1: gunicorn.service gave up after 3/3 restarts"
+        );
+        let body = body(&d, &ctx);
+        for want in [
+            "Host: web-1",
+            "## gunicorn.service: gave up",
+            "Time:      2026-11-23 08:02:11 +03:00 (Europe/Istanbul)",
+            "Attempt:   3/3",
+            "Result:    exit-code",
+            "Exit:      code=exited, status=3",
+            "NRestarts: 0",
+            "Window:    monday-morning",
+            "Next:      no more restarts",
+            "Journal (journalctl -u gunicorn.service -n 20):",
+            "  journal unavailable: No journal files were found.",
+            "Suppressed since the last email: 2 repeated events",
+            "  2 x restart_failed gunicorn.service",
+        ] {
+            assert!(body.contains(want), "missing {want:?} in\n{body}");
+        }
+        assert!(body.is_ascii());
+        assert!(body.lines().all(|l| l.len() < 160), "{body}");
+    }
+
+    #[test]
+    fn reminder_body_says_since_when_and_what_comes_next() {
+        let tz = TimeZone::UTC;
+        let journal = BTreeMap::new();
+        let remind = [Duration::from_secs(3600), Duration::from_secs(4 * 3600)];
+        let ctx = Context {
+            host: "h",
+            prefix: "[unitwarden]",
+            tz: &tz,
+            min_interval: Duration::from_secs(900),
+            remind_after: &remind,
+            journal_lines: 20,
+            journal: &journal,
+        };
+        let item = |n| Item::Reminder {
+            at: at("2026-11-23T06:02:11Z"),
+            n,
+            of: 2,
+            gave_up: ev(EventKind::GaveUp, Some("gunicorn")),
+        };
+        let b = body(&draft(vec![item(1)]), &ctx);
+        assert!(
+            b.contains("Since:     2026-11-23 05:02:11 +00:00 (UTC), 1h ago"),
+            "{b}"
+        );
+        assert!(
+            b.contains("next reminder in 3h if it stays given up"),
+            "{b}"
+        );
+        let b = body(&draft(vec![item(2)]), &ctx);
+        assert!(b.contains("this is the last reminder"), "{b}");
+    }
+}
