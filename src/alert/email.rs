@@ -248,10 +248,10 @@ impl Mailer {
             return SendError::server(format!("timed out talking to {target}"));
         }
         // Implicit TLS reports a failed handshake as a connection error: look at the cause.
-        if e.is_tls() || cause.contains("SSL routines") || cause.contains("handshake") {
+        if e.is_tls() || cause.contains("invalid peer certificate") || cause.contains("handshake") {
             return SendError::server(format!(
                 "TLS handshake with {target} failed: {}",
-                tidy_openssl(&cause)
+                tidy_tls(&cause)
             ));
         }
         if let Some(io) = io_kind(e) {
@@ -340,17 +340,27 @@ fn split_pem(pem: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
-/// `error:0A000086:SSL routines:FUNC:certificate verify failed:FILE:LINE: (self-signed
-/// certificate)` → `certificate verify failed (self-signed certificate)`.
-fn tidy_openssl(s: &str) -> String {
-    for (i, _) in s.match_indices("error:") {
-        let parts: Vec<&str> = s[i..].splitn(8, ':').collect();
-        if parts.len() >= 5 && parts[2].contains("routines") {
-            let extra = parts.get(7).map_or("", |e| e.trim());
-            return format!("{} {extra}", parts[4]).trim().to_string();
-        }
+/// rustls's certificate verdicts, in words an operator can act on.
+fn tidy_tls(s: &str) -> String {
+    const MARK: &str = "invalid peer certificate: ";
+    let Some(i) = s.find(MARK) else {
+        return s.to_string();
+    };
+    let why = s[i + MARK.len()..].trim();
+    let hint = "set ca_file to the CA that signed the server's certificate, or tls_verify = false";
+    if why.contains("UnknownIssuer") {
+        format!("certificate not trusted (unknown issuer): {hint}")
+    } else if why.contains("CaUsedAsEndEntity") {
+        format!(
+            "the server presents a CA certificate as its own (a typical self-signed one): {hint}"
+        )
+    } else if why.contains("NotValidForName") {
+        "certificate is not valid for smtp_host (name mismatch)".to_string()
+    } else if why.contains("Expired") {
+        "certificate has expired".to_string()
+    } else {
+        format!("invalid certificate: {why}")
     }
-    s.to_string()
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {
@@ -504,14 +514,15 @@ mod tests {
     }
 
     #[test]
-    fn openssl_errors_are_shortened_to_their_reason() {
-        assert_eq!(
-            tidy_openssl(
-                "Connection error: error:0A000086:SSL routines:tls_post_process_server_certificate:certificate verify failed:../ssl/statem/statem_clnt.c:1889: (self-signed certificate)"
-            ),
-            "certificate verify failed (self-signed certificate)"
+    fn certificate_verdicts_say_what_to_fix() {
+        let t = tidy_tls("Connection error: invalid peer certificate: UnknownIssuer");
+        assert!(
+            t.starts_with("certificate not trusted (unknown issuer): set ca_file"),
+            "{t}"
         );
-        assert_eq!(tidy_openssl("handshake failed"), "handshake failed");
+        let t = tidy_tls("invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))");
+        assert!(t.contains("self-signed"), "{t}");
+        assert_eq!(tidy_tls("handshake failed"), "handshake failed");
     }
 
     #[test]

@@ -88,10 +88,7 @@ fn test_email_over_starttls_trusting_the_ca_file() {
     let cfg = email_config(
         dir.path(),
         smtp.port,
-        &format!(
-            "tls = \"starttls\"\nca_file = \"{}\"\n",
-            cert.cert.display()
-        ),
+        &format!("tls = \"starttls\"\nca_file = \"{}\"\n", cert.ca.display()),
     );
     let o = test_email(&cfg);
     assert_eq!(o.code, Some(0), "{}", o.stderr);
@@ -127,7 +124,7 @@ fn test_email_over_implicit_tls_with_auth_and_a_password_file() {
         smtp.port,
         &format!(
             "tls = \"tls\"\nca_file = \"{}\"\nusername = \"alerts\"\npassword_file = \"{}\"\n",
-            cert.cert.display(),
+            cert.ca.display(),
             pw.display()
         ),
     );
@@ -163,7 +160,7 @@ fn wrong_password_fails_clearly_and_shows_no_password() {
         smtp.port,
         &format!(
             "ca_file = \"{}\"\nusername = \"alerts\"\npassword_file = \"{}\"\n",
-            cert.cert.display(),
+            cert.ca.display(),
             pw.display()
         ),
     );

@@ -26,8 +26,11 @@ pub enum Mode {
     Tls,
 }
 
-/// A self-signed certificate for `localhost` / `127.0.0.1`, made by `openssl req`.
+/// A private CA and a server certificate it signed for `localhost` / `127.0.0.1`, made by
+/// `openssl`: the shape of a relay with an in-house CA, which `ca_file` trusts.
 pub struct Cert {
+    /// The CA certificate, for `ca_file`.
+    pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
 }
@@ -35,32 +38,81 @@ pub struct Cert {
 impl Cert {
     #[track_caller]
     pub fn generate(dir: &Path) -> Cert {
+        let ca = dir.join("smtp-ca.pem");
+        let ca_key = dir.join("smtp-ca-key.pem");
+        let csr = dir.join("smtp.csr");
+        let ext = dir.join("smtp-ext.cnf");
         let cert = dir.join("smtp-cert.pem");
         let key = dir.join("smtp-key.pem");
-        let out = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            ])
-            .args(["-subj", "/CN=localhost"])
-            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run openssl (Debian package openssl) to make a test certificate: {e}"
-                )
-            });
-        assert!(
-            out.status.success(),
-            "openssl req failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Cert { cert, key }
+        std::fs::write(
+            &ext,
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        let p = |p: &PathBuf| p.to_str().unwrap().to_string();
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=unitwarden test CA",
+            "-keyout",
+            &p(&ca_key),
+            "-out",
+            &p(&ca),
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            &p(&key),
+            "-out",
+            &p(&csr),
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &p(&csr),
+            "-CA",
+            &p(&ca),
+            "-CAkey",
+            &p(&ca_key),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &p(&ext),
+            "-out",
+            &p(&cert),
+        ]);
+        Cert { ca, cert, key }
     }
+}
+
+#[track_caller]
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run openssl (Debian package openssl) to make a test certificate: {e}")
+        });
+    assert!(
+        out.status.success(),
+        "openssl {} failed: {}",
+        args[0],
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 pub struct Options<'a> {
