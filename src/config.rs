@@ -1316,17 +1316,19 @@ verify_after = "0s"
 
     #[test]
     fn every_shipped_example_config_is_valid() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-        let mut n = 0;
-        for entry in std::fs::read_dir(&dir).expect("config/ exists") {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "toml") {
-                let s = load(&path).unwrap_or_else(|e| panic!("{e}"));
-                assert!(!s.units.is_empty(), "{} watches nothing", path.display());
-                n += 1;
-            }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(root.join("config"))
+            .expect("config/ exists")
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        assert!(!paths.is_empty(), "no example configs under config/");
+        // The conffile the package installs on a fresh host.
+        paths.push(root.join("packaging/unitwarden.toml"));
+        for path in paths {
+            let s = load(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!s.units.is_empty(), "{} watches nothing", path.display());
         }
-        assert!(n > 0, "no example configs under config/");
     }
 
     proptest::proptest! {

@@ -46,6 +46,15 @@ fn always_failing(mgr: &Manager, name: &str, extra: &str) {
     );
 }
 
+/// A manager with one started [`sleeper`] unit.
+fn running(name: &str) -> Manager {
+    let mgr = Manager::start();
+    sleeper(&mgr, name, "");
+    mgr.daemon_reload();
+    mgr.systemctl_ok(&["start", name]);
+    mgr
+}
+
 fn starts(mgr: &Manager, name: &str) -> usize {
     fs::read_to_string(mgr.work_dir().join(format!("{name}.starts")))
         .map(|s| s.lines().count())
@@ -78,10 +87,7 @@ const FAST: &str = "[restart]\nbackoff_initial = \"0s\"\nverify_after = \"300ms\
 
 #[test]
 fn sigkilled_unit_is_restarted_and_logged_to_the_rotating_file() {
-    let mgr = Manager::start();
-    sleeper(&mgr, "web", "");
-    mgr.daemon_reload();
-    mgr.systemctl_ok(&["start", "web"]);
+    let mgr = running("web");
     let cfg = write_config(&mgr, &format!("{FAST}[[unit]]\nname = \"web\"\n"));
     let d = Daemon::spawn(&mgr, &cfg, &["run"]);
     ready(&d);
@@ -327,10 +333,7 @@ fn utc_hhmm(minutes: i64) -> (String, i64) {
 
 #[test]
 fn active_window_shortens_the_interval_and_shows_in_status() {
-    let mgr = Manager::start();
-    sleeper(&mgr, "app", "");
-    mgr.daemon_reload();
-    mgr.systemctl_ok(&["start", "app"]);
+    let mgr = running("app");
     let (start, _) = utc_hhmm(-1);
     let (end, _) = utc_hhmm(30);
     let cfg = write_config(
@@ -354,10 +357,7 @@ fn active_window_shortens_the_interval_and_shows_in_status() {
 
 #[test]
 fn window_boundary_takes_effect_without_waiting_for_the_old_tick() {
-    let mgr = Manager::start();
-    sleeper(&mgr, "app", "");
-    mgr.daemon_reload();
-    mgr.systemctl_ok(&["start", "app"]);
+    let mgr = running("app");
     // Starts at the next minute boundary; with interval = 1h only a boundary timer can see it.
     let (start, _) = utc_hhmm(1);
     let (end, _) = utc_hhmm(3);
@@ -377,10 +377,7 @@ fn window_boundary_takes_effect_without_waiting_for_the_old_tick() {
 
 #[test]
 fn sighup_with_broken_config_keeps_the_old_one_running() {
-    let mgr = Manager::start();
-    sleeper(&mgr, "keep", "");
-    mgr.daemon_reload();
-    mgr.systemctl_ok(&["start", "keep"]);
+    let mgr = running("keep");
     let cfg = write_config(&mgr, &format!("{FAST}[[unit]]\nname = \"keep\"\n"));
     let good = fs::read_to_string(&cfg).unwrap();
     let d = Daemon::spawn(&mgr, &cfg, &["run"]);
@@ -541,10 +538,7 @@ fn windows_command_prints_upcoming_transitions_with_offsets() {
 
 #[test]
 fn unwritable_log_dir_is_reported_and_the_daemon_keeps_running() {
-    let mgr = Manager::start();
-    sleeper(&mgr, "svc", "");
-    mgr.daemon_reload();
-    mgr.systemctl_ok(&["start", "svc"]);
+    let mgr = running("svc");
     let blocker = mgr.work_dir().join("not-a-dir");
     fs::write(&blocker, b"").unwrap();
     let cfg = mgr.work_dir().join("u.toml");
@@ -597,10 +591,7 @@ fn stop_and_expect_stopping(mut d: Daemon) {
 
 #[test]
 fn bus_restart_is_survived_by_reconnecting() {
-    let mgr = Manager::start();
-    sleeper(&mgr, "survivor", "");
-    mgr.daemon_reload();
-    mgr.systemctl_ok(&["start", "survivor"]);
+    let mgr = running("survivor");
     let cfg = write_config(&mgr, &format!("{FAST}[[unit]]\nname = \"survivor\"\n"));
     let d = Daemon::spawn(&mgr, &cfg, &["run"]);
     ready(&d);
@@ -623,10 +614,7 @@ fn bus_restart_is_survived_by_reconnecting() {
 
 #[test]
 fn watchdog_pings_come_from_the_main_loop_when_asked_for() {
-    let mgr = Manager::start();
-    sleeper(&mgr, "pinged", "");
-    mgr.daemon_reload();
-    mgr.systemctl_ok(&["start", "pinged"]);
+    let mgr = running("pinged");
     let cfg = write_config(&mgr, &format!("{FAST}[[unit]]\nname = \"pinged\"\n"));
     let mut cmd = crate::support::unitwarden_command(Some(&mgr));
     cmd.arg("--config")
