@@ -843,6 +843,10 @@ impl Engine {
         {
             tracing::warn!("bus and state_dir changes take effect when unitwarden restarts");
         }
+        if new.email.is_some() || self.settings.email.is_some() {
+            // The alert task is built once at start, from the settings it was given then.
+            tracing::info!("[email] changes, if any, take effect when unitwarden restarts");
+        }
         let mut new = new;
         new.daemon.bus = self.settings.daemon.bus;
         new.daemon.state_dir = self.settings.daemon.state_dir.clone();
