@@ -129,6 +129,11 @@ impl Engine {
         let watchdog = notify::watchdog_period();
         let mut next_watchdog = Instant::now();
         'connection: loop {
+            // The loop is alive while it reconnects: each try (at most RECONNECT_MAX apart,
+            // plus one call's timeout) keeps systemd's watchdog fed.
+            if watchdog.is_some() {
+                self.notifier.watchdog();
+            }
             let (sd, mut signals) = tokio::select! {
                 _ = &mut shutdown => break 'connection,
                 c = self.connect() => match c {
@@ -187,7 +192,10 @@ impl Engine {
                 }
                 let wake = self.next_wake(watchdog.map(|_| next_watchdog));
                 tokio::select! {
-                    _ = &mut shutdown => break 'connection,
+                    _ = &mut shutdown => {
+                        self.stop(Some(&mut signals)).await;
+                        return Ok(());
+                    }
                     sig = signals.next() => match sig {
                         Some(sig) => self.on_signal(&sd, sig).await,
                         None => {
@@ -222,7 +230,7 @@ impl Engine {
                 }
             }
         }
-        self.stop().await;
+        self.stop(None).await;
         Ok(())
     }
 
@@ -247,9 +255,10 @@ impl Engine {
             {
                 break;
             }
-            let wake = self
-                .next_wake(None)
-                .min(settle_deadline.max(Instant::now()));
+            let mut wake = self.next_wake(None);
+            if settling {
+                wake = wake.min(settle_deadline);
+            }
             tokio::select! {
                 sig = signals.next() => match sig {
                     Some(sig) => self.on_signal(&sd, sig).await,
@@ -368,7 +377,15 @@ impl Engine {
         let now_i = Instant::now();
         self.last_poll = now_i;
         self.next_poll = now_i + self.interval;
-        let exact: Vec<&str> = self.units.keys().map(|n| n.as_str()).collect();
+        // Configured names are listed by name (which loads them, so not-found is seen); units
+        // a glob picked up are listed by pattern, which shows only what systemd still holds.
+        let exact: Vec<UnitName> = self
+            .units
+            .iter()
+            .filter(|(_, w)| self.is_exact(w.entry))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let names: Vec<&str> = exact.iter().map(|n| n.as_str()).collect();
         let globs: Vec<&str> = self
             .settings
             .units
@@ -376,18 +393,70 @@ impl Engine {
             .filter(|u| matches!(u.pattern, UnitPattern::Glob(_)))
             .map(|u| u.pattern.as_str())
             .collect();
-        let mut listed = sd.list_by_names(&exact).await?;
-        listed.extend(sd.list_by_patterns(&globs).await?);
-        for status in listed {
-            self.observe_listed(status);
+        let by_name = sd.list_by_names(&names).await?;
+        let by_pattern = sd.list_by_patterns(&globs).await?;
+        // One row per name, in order. An alias (`sshd` for `ssh.service`) comes back under the
+        // real unit's name and path: signals for it arrive on that path.
+        if by_name.len() == exact.len() {
+            for (name, row) in exact.iter().zip(by_name) {
+                if row.name != *name && !self.by_path.contains_key(&row.path) {
+                    tracing::info!(unit = %name, "an alias of {}; following that unit", row.name);
+                    self.by_path.insert(row.path.clone(), name.clone());
+                    self.paths_gen += 1;
+                }
+                self.observe_listed(UnitStatus {
+                    name: name.clone(),
+                    ..row
+                });
+            }
+        }
+        let seen: std::collections::HashSet<UnitName> =
+            by_pattern.iter().map(|r| r.name.clone()).collect();
+        for row in by_pattern {
+            self.observe_listed(row);
+        }
+        // Glob instances systemd no longer holds (stopped and unloaded) are no longer watched.
+        let gone: Vec<UnitName> = self
+            .units
+            .iter()
+            .filter(|(n, w)| !self.is_exact(w.entry) && !seen.contains(*n) && !w.machine.is_busy())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in gone {
+            tracing::info!(unit = %name, "unloaded by systemd; no longer watching this instance");
+            self.unwatch(&name);
         }
         self.tick_all();
         Ok(())
     }
 
+    fn is_exact(&self, entry: usize) -> bool {
+        matches!(self.settings.units[entry].pattern, UnitPattern::Exact(_))
+    }
+
+    /// `restart_inactive` applies to configured names only: glob instances come and go, and
+    /// one an operator stopped (or only looked at) must not be started again.
+    fn restart_inactive_of(&self, w: &Watched) -> bool {
+        self.is_exact(w.entry) && self.settings.units[w.entry].policy.restart_inactive
+    }
+
+    fn unwatch(&mut self, name: &UnitName) {
+        if self.units.remove(name).is_some() {
+            self.by_path.retain(|_, n| n != name);
+            self.paths_gen += 1;
+            self.dirty = true;
+        }
+    }
+
     fn observe_listed(&mut self, status: UnitStatus) {
-        let UnitStatus { name, observation } = status;
+        let UnitStatus {
+            name, observation, ..
+        } = status;
         if !self.units.contains_key(&name) {
+            if observation.active == ActiveState::Inactive {
+                // Merely loaded (`systemctl status celery@typo`): not a unit anyone runs.
+                return;
+            }
             if !self.watch(name.clone(), None) {
                 return;
             }
@@ -409,6 +478,11 @@ impl Engine {
         let Some(policy) = self.policy_of(name) else {
             return;
         };
+        let restart_inactive = self
+            .units
+            .get(name)
+            .is_some_and(|w| self.restart_inactive_of(w));
+        let health = Health::of(&obs, restart_inactive);
         let Some(w) = self.units.get_mut(name) else {
             return;
         };
@@ -419,7 +493,6 @@ impl Engine {
         {
             fx.extend(w.machine.observe_restarts(&policy, n, now));
         }
-        let health = Health::of(&obs, policy.restart_inactive);
         w.obs = Some(obs);
         fx.extend(w.machine.observe(&policy, health, now));
         self.apply(name, fx);
@@ -442,7 +515,7 @@ impl Engine {
                 if Some(&obs) == w.obs.as_ref() {
                     return;
                 }
-                let restart_inactive = self.settings.units[w.entry].policy.restart_inactive;
+                let restart_inactive = self.restart_inactive_of(w);
                 let newly_down = Health::of(&obs, restart_inactive) == Health::Down
                     && w.machine.health() != Some(Health::Down);
                 if newly_down {
@@ -592,12 +665,18 @@ impl Engine {
             return Deps::Ready;
         };
         for dep in &self.settings.units[w.entry].depends_on {
-            let healthy = self
-                .units
-                .get(dep)
-                .and_then(|d| d.machine.health())
-                .is_some_and(|h| h == Health::Healthy);
-            if !healthy {
+            let Some(d) = self.units.get(dep) else {
+                continue;
+            };
+            // Wait only for a dependency that is on its way back; one that gave up, cannot be
+            // loaded or is deliberately stopped would block the dependent forever.
+            let coming_back = match d.machine.health() {
+                Some(Health::Healthy) => false,
+                Some(Health::Down) => !d.machine.gave_up(),
+                Some(Health::Systemd) | None => true,
+                Some(Health::Stopped) | Some(Health::Unloadable(_)) => false,
+            };
+            if coming_back {
                 return Deps::Waiting(dep.to_string());
             }
         }
@@ -861,9 +940,7 @@ impl Engine {
                     }
                 }
                 None => {
-                    self.units.remove(&name);
-                    self.by_path.remove(&name.object_path());
-                    self.paths_gen += 1;
+                    self.unwatch(&name);
                     tracing::info!(unit = %name, "no longer configured; not watching");
                 }
             }
@@ -897,7 +974,9 @@ impl Engine {
         self.notifier.ready(&status);
     }
 
-    async fn stop(&mut self) {
+    /// Waits (bounded) for restart jobs in flight, still forwarding their `JobRemoved` so they
+    /// can finish, then saves the state.
+    async fn stop(&mut self, mut signals: Option<&mut Signals>) {
         self.notifier.send("STOPPING=1");
         tracing::info!("stopping");
         self.alert_self(
@@ -906,12 +985,28 @@ impl Engine {
         );
         let deadline = Instant::now() + SHUTDOWN_WAIT;
         while !self.attempts.is_empty() {
-            match tokio::time::timeout_at(deadline, self.attempts.join_next()).await {
-                Ok(Some(Ok((name, outcome)))) => {
-                    tracing::info!(unit = %name, "restart job finished during shutdown: {outcome:?}");
+            let signal = async {
+                match signals.as_deref_mut() {
+                    Some(s) => s.next().await,
+                    None => std::future::pending().await,
                 }
-                Ok(Some(Err(_))) => {}
-                Ok(None) | Err(_) => break,
+            };
+            tokio::select! {
+                done = self.attempts.join_next() => match done {
+                    Some(Ok((name, outcome))) => {
+                        tracing::info!(unit = %name, "restart job finished during shutdown: {outcome:?}");
+                    }
+                    Some(Err(_)) => {}
+                    None => break,
+                },
+                sig = signal => match sig {
+                    Some(Signal::JobRemoved { job, result, .. }) => {
+                        let _ = self.jobs.send(JobDone { job, result });
+                    }
+                    Some(_) => {}
+                    None => signals = None,
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
             }
         }
         self.persist();
@@ -1030,7 +1125,9 @@ async fn run_attempt(
                     other => JobOutcome::Failed(other.to_string()),
                 };
             }
-            Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+            Ok(Ok(_)) => continue,
+            // Ours may have been among the skipped: let the unit's state decide.
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => return JobOutcome::Unknown,
             Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => return JobOutcome::Unknown,
         }
     }

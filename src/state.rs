@@ -83,11 +83,14 @@ impl Store {
             units: units.clone(),
         })
         .map_err(std::io::Error::other)?;
-        let tmp = self.dir.join(format!(".{FILE}.tmp"));
+        // Per process: a cron `once` beside the daemon must not interleave into one temp file.
+        let tmp = self.dir.join(format!(".{FILE}.{}.tmp", std::process::id()));
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&body)?;
         f.sync_all()?;
         std::fs::rename(&tmp, self.path())?;
+        // The rename itself must reach the disk for the write to survive a power cut.
+        std::fs::File::open(&self.dir)?.sync_all()?;
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //! typed (`UnitName`, `ActiveState`, ...), never raw bus values.
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -59,6 +60,8 @@ type Result<T> = std::result::Result<T, SystemdError>;
 pub struct UnitStatus {
     pub name: UnitName,
     pub observation: Observation,
+    /// The unit's object path as the manager gives it (an alias's is the real unit's).
+    pub path: String,
 }
 
 /// Partial news about a unit from `PropertiesChanged`.
@@ -155,7 +158,10 @@ impl Systemd {
             .member("NameOwnerChanged")
             .arg(0, DEST)
             .build()?;
-        let systemd = MessageStream::for_match_rule(systemd, &self.conn, None).await?;
+        // After Subscribe this carries the whole host's unit and job traffic; a full queue
+        // would hold up method replies too, so leave room for bursts (boot, mass restarts).
+        let systemd =
+            MessageStream::for_match_rule(systemd, &self.conn, NonZeroUsize::new(4096)).await?;
         let owner = MessageStream::for_match_rule(owner, &self.conn, None).await?;
         self.subscribe().await?;
         Ok(Signals {
@@ -276,7 +282,7 @@ type Listing = Vec<(
 fn parse_listing(rows: Listing) -> Vec<UnitStatus> {
     rows.into_iter()
         .filter_map(
-            |(name, _desc, load, active, sub, _following, _path, job_id, ..)| {
+            |(name, _desc, load, active, sub, _following, path, job_id, ..)| {
                 let name = UnitName::parse(&name).ok()?;
                 let mut observation = Observation::new(
                     LoadState::parse(&load),
@@ -284,7 +290,11 @@ fn parse_listing(rows: Listing) -> Vec<UnitStatus> {
                     SubState::new(&sub),
                 );
                 observation.job_pending = job_id != 0;
-                Some(UnitStatus { name, observation })
+                Some(UnitStatus {
+                    name,
+                    observation,
+                    path: path.as_str().to_string(),
+                })
             },
         )
         .collect()

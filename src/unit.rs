@@ -40,7 +40,18 @@ impl UnitName {
         {
             return Err(format!("unit name {raw:?} contains {bad:?}"));
         }
-        Ok(UnitName(with_suffix(raw)))
+        let name = with_suffix(raw);
+        let stem = name
+            .rsplit_once('.')
+            .map_or(name.as_str(), |(stem, _)| stem);
+        if stem.starts_with('@') || stem.ends_with('@') || stem.is_empty() {
+            // A template (`getty@`) is not a unit; systemd would refuse the whole batch of
+            // names it is listed with.
+            return Err(format!(
+                "{raw:?} is a template, not a unit: name an instance (\"getty@tty1\") or use a glob (\"getty@*\")"
+            ));
+        }
+        Ok(UnitName(name))
     }
 
     pub fn as_str(&self) -> &str {
@@ -381,6 +392,10 @@ mod tests {
         assert!(UnitName::parse("").is_err());
         assert!(UnitName::parse("a b").is_err());
         assert!(UnitName::parse("a*").is_err());
+        assert!(UnitName::parse("getty@").is_err());
+        assert!(UnitName::parse("getty@.service").is_err());
+        assert!(UnitName::parse("@x").is_err());
+        assert!(UnitName::parse(".service").is_err());
     }
 
     #[test]
@@ -410,7 +425,6 @@ mod tests {
         assert_eq!(g.as_str(), "celery@*.service");
         let n = |s| UnitName::parse(s).unwrap();
         assert!(g.matches(&n("celery@worker1.service")));
-        assert!(g.matches(&n("celery@.service")));
         assert!(!g.matches(&n("celerybeat.service")));
         let c = UnitPattern::parse("web[0-9].service").unwrap();
         assert!(c.matches(&n("web3.service")));

@@ -713,3 +713,83 @@ fn unit_systemd_keeps_restarting_is_reported_as_flapping_once() {
         "recovered is reported once, not per systemd restart: {lines:#?}"
     );
 }
+
+#[test]
+fn an_alias_is_followed_to_the_real_unit() {
+    let mgr = running("mariadb");
+    // As Debian links mysql.service to mariadb.service.
+    std::os::unix::fs::symlink(
+        mgr.unit_dir().join("mariadb.service"),
+        mgr.unit_dir().join("mysql.service"),
+    )
+    .unwrap();
+    mgr.daemon_reload();
+    let cfg = write_config(&mgr, &format!("{FAST}[[unit]]\nname = \"mysql\"\n"));
+    let d = Daemon::spawn(&mgr, &cfg, &["run"]);
+    d.wait_for_notify("healthy at start", T, |m| m.contains("1 unit: 1 active"));
+    mgr.kill_main("mariadb");
+    d.wait_for_stderr("restarted", T, |l| {
+        has(l, &["unit=mysql.service", "result=restarted"])
+    });
+    mgr.wait_for_state("mariadb", "active", T);
+    stop(d);
+}
+
+#[test]
+fn a_glob_instance_merely_looked_at_is_not_started() {
+    let mgr = Manager::start();
+    mgr.write_unit(
+        "worker@.service",
+        "[Service]\nExecStart=/bin/sleep infinity\n",
+    );
+    mgr.daemon_reload();
+    let cfg = write_config(&mgr, &format!("{FAST}[[unit]]\nname = \"worker@*\"\n"));
+    let d = Daemon::spawn(&mgr, &cfg, &["run"]);
+    ready(&d);
+    // Loads the instance (UnitNew) without starting it.
+    let _ = mgr.systemctl(&["status", "worker@typo"]);
+    // A started instance afterwards is picked up: by then the first has been considered.
+    mgr.systemctl_ok(&["start", "worker@real"]);
+    d.wait_for_stderr("picked up", T, |l| {
+        has(l, &["unit=worker@real.service", "watching new unit"])
+    });
+    let lines = stop(d);
+    assert_eq!(mgr.active_state("worker@typo"), "inactive");
+    assert!(
+        !lines.iter().any(|l| l.contains("worker@typo")),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn a_template_name_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.toml");
+    fs::write(&path, "[[unit]]\nname = \"getty@\"\n").unwrap();
+    let out = run_cli(None, &["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(":2:8: \"getty@\" is a template"), "{err}");
+}
+
+#[test]
+fn a_dependency_that_gave_up_does_not_block_its_dependent_forever() {
+    let mgr = Manager::start();
+    always_failing(&mgr, "postgresql", "");
+    sleeper(&mgr, "gunicorn", "");
+    mgr.daemon_reload();
+    let cfg = write_config(
+        &mgr,
+        &format!(
+            "{FAST}max_attempts = 1\ngive_up_cooldown = \"never\"\n[[unit]]\nname = \"postgresql\"\n[[unit]]\nname = \"gunicorn\"\ndepends_on = [\"postgresql\"]\n"
+        ),
+    );
+    let d = Daemon::spawn(&mgr, &cfg, &["run"]);
+    d.wait_for_stderr("postgresql gave up", T, |l| {
+        has(l, &["unit=postgresql.service", "action=give_up"])
+    });
+    d.wait_for_stderr("gunicorn restarted anyway", T, |l| {
+        has(l, &["unit=gunicorn.service", "result=restarted"])
+    });
+    stop(d);
+}
