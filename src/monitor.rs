@@ -453,8 +453,9 @@ impl Engine {
             name, observation, ..
         } = status;
         if !self.units.contains_key(&name) {
-            if observation.active == ActiveState::Inactive {
-                // Merely loaded (`systemctl status celery@typo`): not a unit anyone runs.
+            if observation.active == ActiveState::Inactive && !observation.job_pending {
+                // Merely loaded (`systemctl status celery@typo`): not a unit anyone runs. One
+                // being started has its start job queued already when it is announced.
                 return;
             }
             if !self.watch(name.clone(), None) {
