@@ -1019,12 +1019,24 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 impl Settings {
-    /// The restart policy of a unit, by the first configured pattern that matches it.
-    pub fn unit_for(&self, name: &UnitName) -> Option<&UnitSettings> {
+    /// Index of the `[[unit]]` entry that governs `name`: its exact entry if listed by name,
+    /// else the first glob that matches it.
+    pub fn entry_for(&self, name: &UnitName) -> Option<usize> {
         self.units
             .iter()
-            .find(|u| matches!(&u.pattern, UnitPattern::Exact(n) if n == name))
-            .or_else(|| self.units.iter().find(|u| u.pattern.matches(name)))
+            .position(|u| matches!(&u.pattern, UnitPattern::Exact(n) if n == name))
+            .or_else(|| self.units.iter().position(|u| u.pattern.matches(name)))
+    }
+
+    /// Names configured exactly (not globs).
+    pub fn exact_names(&self) -> Vec<UnitName> {
+        self.units
+            .iter()
+            .filter_map(|u| match &u.pattern {
+                UnitPattern::Exact(n) => Some(n.clone()),
+                UnitPattern::Glob(_) => None,
+            })
+            .collect()
     }
 
     /// What `check-config` prints.

@@ -205,7 +205,7 @@ impl Engine {
                     },
                     Some(done) = self.attempts.join_next(), if !self.attempts.is_empty() => {
                         if let Ok((name, outcome)) = done {
-                            self.on_job(&sd, &name, outcome);
+                            self.on_job(&name, outcome);
                         }
                     }
                     Some(cmd) = commands.recv() => match cmd {
@@ -241,9 +241,13 @@ impl Engine {
         let (sd, mut signals) = self.connect().await?;
         self.poll(&sd).await?;
         let settle_deadline = Instant::now() + self.max_verify();
+        let mut signals_gen = None;
         loop {
             self.spawn_pending(&sd);
-            signals.set_watched(self.by_path.keys().cloned());
+            if signals_gen != Some(self.paths_gen) {
+                signals.set_watched(self.by_path.keys().cloned());
+                signals_gen = Some(self.paths_gen);
+            }
             let settling = self
                 .units
                 .values()
@@ -266,7 +270,7 @@ impl Engine {
                 },
                 Some(done) = self.attempts.join_next(), if !self.attempts.is_empty() => {
                     if let Ok((name, outcome)) = done {
-                        self.on_job(&sd, &name, outcome);
+                        self.on_job(&name, outcome);
                     }
                 }
                 _ = tokio::time::sleep_until(wake) => { self.on_timer(&sd).await?; }
@@ -312,29 +316,20 @@ impl Engine {
 
     fn restore(&mut self) {
         let saved = self.store.load();
-        let exact: Vec<UnitName> = self
-            .settings
-            .units
-            .iter()
-            .filter_map(|u| match &u.pattern {
-                UnitPattern::Exact(n) => Some(n.clone()),
-                UnitPattern::Glob(_) => None,
-            })
-            .collect();
-        for name in exact {
+        for name in self.settings.exact_names() {
             let ep = saved.get(&name).cloned();
             self.watch(name, ep);
         }
         // Episodes of glob-matched units come back when the unit is seen again.
         for (name, ep) in saved {
-            if !self.units.contains_key(&name) && self.settings.unit_for(&name).is_some() {
+            if !self.units.contains_key(&name) && self.settings.entry_for(&name).is_some() {
                 self.watch(name, Some(ep));
             }
         }
     }
 
     fn watch(&mut self, name: UnitName, episode: Option<Episode>) -> bool {
-        let Some(entry) = self.entry_for(&name) else {
+        let Some(entry) = self.settings.entry_for(&name) else {
             return false;
         };
         if self.units.contains_key(&name) {
@@ -355,14 +350,6 @@ impl Engine {
             },
         );
         true
-    }
-
-    fn entry_for(&self, name: &UnitName) -> Option<usize> {
-        let units = &self.settings.units;
-        units
-            .iter()
-            .position(|u| matches!(&u.pattern, UnitPattern::Exact(n) if n == name))
-            .or_else(|| units.iter().position(|u| u.pattern.matches(name)))
     }
 
     fn policy_of(&self, name: &UnitName) -> Option<RestartPolicy> {
@@ -546,7 +533,7 @@ impl Engine {
                 let Ok(name) = UnitName::parse(&name) else {
                     return;
                 };
-                if self.units.contains_key(&name) || self.entry_for(&name).is_none() {
+                if self.units.contains_key(&name) || self.settings.entry_for(&name).is_none() {
                     return;
                 }
                 match sd.list_by_names(&[name.as_str()]).await {
@@ -569,7 +556,7 @@ impl Engine {
         }
     }
 
-    fn on_job(&mut self, sd: &Systemd, name: &UnitName, outcome: JobOutcome) {
+    fn on_job(&mut self, name: &UnitName, outcome: JobOutcome) {
         let Some(policy) = self.policy_of(name) else {
             return;
         };
@@ -579,7 +566,6 @@ impl Engine {
         let fx = w.machine.job_finished(&policy, outcome, Timestamp::now());
         self.apply(name, fx);
         self.tick_all();
-        let _ = sd;
     }
 
     async fn on_timer(&mut self, sd: &Systemd) -> Result<(), SystemdError> {
@@ -934,7 +920,7 @@ impl Engine {
         // Keep the machines (and their episodes) of units still configured; drop the others.
         let names: Vec<UnitName> = self.units.keys().cloned().collect();
         for name in names {
-            match self.entry_for(&name) {
+            match self.settings.entry_for(&name) {
                 Some(entry) => {
                     if let Some(w) = self.units.get_mut(&name) {
                         w.entry = entry;
@@ -946,16 +932,7 @@ impl Engine {
                 }
             }
         }
-        let exact: Vec<UnitName> = self
-            .settings
-            .units
-            .iter()
-            .filter_map(|u| match &u.pattern {
-                UnitPattern::Exact(n) => Some(n.clone()),
-                UnitPattern::Glob(_) => None,
-            })
-            .collect();
-        for name in exact {
+        for name in self.settings.exact_names() {
             self.watch(name, None);
         }
         self.interval = self.settings.daemon.interval;
