@@ -8,7 +8,7 @@ use crate::alert::Alerts;
 pub use crate::args::{Cli, Cmd, EXIT_CONFIG};
 use crate::config::{self, Settings};
 use crate::logging;
-use crate::monitor::{Command, Engine};
+use crate::monitor::{self, Command};
 
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -134,9 +134,7 @@ async fn run(settings: Settings) -> ExitCode {
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %settings.path.display(), "unitwarden starting");
     let (alerts, delivery) = start_alerts(&settings);
-    let outcome = Engine::new(settings, Some(log), alerts)
-        .run(shutdown, rx)
-        .await;
+    let outcome = monitor::run(settings, Some(log), alerts, shutdown, rx).await;
     delivery.finish().await;
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -191,7 +189,7 @@ async fn once(settings: Settings) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let (alerts, delivery) = start_alerts(&settings);
-    let outcome = Engine::new(settings, None, alerts).once().await;
+    let outcome = monitor::once(settings, alerts).await;
     delivery.finish().await;
     match outcome {
         Ok(report) => {

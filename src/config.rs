@@ -13,6 +13,7 @@ use toml::Spanned;
 
 use crate::logging::{LogFormat, LogLevel, LogSettings, Rotation};
 use crate::policy::RestartPolicy;
+pub use crate::systemd::BusKind;
 use crate::unit::{UnitName, UnitPattern};
 use crate::window::{self, Calendar, DaySet, Window};
 
@@ -30,23 +31,6 @@ pub enum ConfigError {
         col: usize,
         message: String,
     },
-}
-
-/// Which bus the manager is on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BusKind {
-    System,
-    User,
-}
-
-impl fmt::Display for BusKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            BusKind::System => "system",
-            BusKind::User => "user",
-        })
-    }
 }
 
 #[derive(Debug)]

@@ -4,6 +4,7 @@
 pub mod alert;
 pub mod args;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod logging;
 pub mod monitor;

@@ -57,20 +57,6 @@ impl UnitName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// The object path systemd gives this unit (`sd_bus_path_encode` rules), so signals can be
-    /// routed without a round trip to the manager.
-    pub fn object_path(&self) -> String {
-        let mut path = String::from("/org/freedesktop/systemd1/unit/");
-        for (i, b) in self.0.bytes().enumerate() {
-            if b.is_ascii_alphabetic() || (b.is_ascii_digit() && i > 0) {
-                path.push(b as char);
-            } else {
-                path.push_str(&format!("_{b:02x}"));
-            }
-        }
-        path
-    }
 }
 
 impl fmt::Display for UnitName {
@@ -328,14 +314,131 @@ impl fmt::Display for SubState {
     }
 }
 
+/// A service's `Result=`: why it last stopped, as systemd words it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServiceResult {
+    Success,
+    Protocol,
+    Timeout,
+    ExitCode,
+    Signal,
+    CoreDump,
+    Watchdog,
+    StartLimitHit,
+    Resources,
+    OomKill,
+    /// A value newer than this code, kept verbatim for logs and emails.
+    Other(String),
+}
+
+impl ServiceResult {
+    pub fn parse(s: &str) -> ServiceResult {
+        match s {
+            "success" => ServiceResult::Success,
+            "protocol" => ServiceResult::Protocol,
+            "timeout" => ServiceResult::Timeout,
+            "exit-code" => ServiceResult::ExitCode,
+            "signal" => ServiceResult::Signal,
+            "core-dump" => ServiceResult::CoreDump,
+            "watchdog" => ServiceResult::Watchdog,
+            "start-limit-hit" => ServiceResult::StartLimitHit,
+            "resources" => ServiceResult::Resources,
+            "oom-kill" => ServiceResult::OomKill,
+            other => ServiceResult::Other(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            ServiceResult::Success => "success",
+            ServiceResult::Protocol => "protocol",
+            ServiceResult::Timeout => "timeout",
+            ServiceResult::ExitCode => "exit-code",
+            ServiceResult::Signal => "signal",
+            ServiceResult::CoreDump => "core-dump",
+            ServiceResult::Watchdog => "watchdog",
+            ServiceResult::StartLimitHit => "start-limit-hit",
+            ServiceResult::Resources => "resources",
+            ServiceResult::OomKill => "oom-kill",
+            ServiceResult::Other(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for ServiceResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a job ended, from `JobRemoved`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobResult {
+    Done,
+    Canceled,
+    Timeout,
+    Failed,
+    Dependency,
+    Skipped,
+    Invalid,
+    Assert,
+    Unsupported,
+    Collected,
+    Once,
+    /// A value newer than this code, kept verbatim.
+    Other(String),
+}
+
+impl JobResult {
+    pub fn parse(s: &str) -> JobResult {
+        match s {
+            "done" => JobResult::Done,
+            "canceled" => JobResult::Canceled,
+            "timeout" => JobResult::Timeout,
+            "failed" => JobResult::Failed,
+            "dependency" => JobResult::Dependency,
+            "skipped" => JobResult::Skipped,
+            "invalid" => JobResult::Invalid,
+            "assert" => JobResult::Assert,
+            "unsupported" => JobResult::Unsupported,
+            "collected" => JobResult::Collected,
+            "once" => JobResult::Once,
+            other => JobResult::Other(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            JobResult::Done => "done",
+            JobResult::Canceled => "canceled",
+            JobResult::Timeout => "timeout",
+            JobResult::Failed => "failed",
+            JobResult::Dependency => "dependency",
+            JobResult::Skipped => "skipped",
+            JobResult::Invalid => "invalid",
+            JobResult::Assert => "assert",
+            JobResult::Unsupported => "unsupported",
+            JobResult::Collected => "collected",
+            JobResult::Once => "once",
+            JobResult::Other(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for JobResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What we last saw of a unit: the merge of polls and `PropertiesChanged` signals.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Observation {
     pub load: LoadState,
     pub active: ActiveState,
     pub sub: SubState,
-    /// `Result` of a service (`success`, `exit-code`, `signal`, `watchdog`, ...), when known.
-    pub result: Option<String>,
+    /// `Result` of a service, when known.
+    pub result: Option<ServiceResult>,
     /// systemd's own automatic restart counter (services only).
     pub n_restarts: Option<u32>,
     /// A job (start, stop, restart) is queued or running for the unit.
@@ -399,27 +502,6 @@ mod tests {
     }
 
     #[test]
-    fn object_paths_follow_systemd_escaping() {
-        let cases = [
-            (
-                "nginx.service",
-                "/org/freedesktop/systemd1/unit/nginx_2eservice",
-            ),
-            (
-                "celery@a-1.service",
-                "/org/freedesktop/systemd1/unit/celery_40a_2d1_2eservice",
-            ),
-            (
-                "1x.service",
-                "/org/freedesktop/systemd1/unit/_31x_2eservice",
-            ),
-        ];
-        for (name, path) in cases {
-            assert_eq!(UnitName::parse(name).unwrap().object_path(), path);
-        }
-    }
-
-    #[test]
     fn globs_match_like_fnmatch() {
         let g = UnitPattern::parse("celery@*").unwrap();
         assert_eq!(g.as_str(), "celery@*.service");
@@ -465,5 +547,29 @@ mod tests {
         assert_eq!(ActiveState::parse("weird"), ActiveState::Unknown);
         assert_eq!(LoadState::parse("not-found"), LoadState::NotFound);
         assert!(SubState::new("auto-restart").is_auto_restart());
+        for r in [
+            "success",
+            "exit-code",
+            "signal",
+            "core-dump",
+            "oom-kill",
+            "start-limit-hit",
+        ] {
+            assert_eq!(ServiceResult::parse(r).as_str(), r);
+        }
+        assert_eq!(
+            ServiceResult::parse("brand-new"),
+            ServiceResult::Other("brand-new".into())
+        );
+        for r in [
+            "done",
+            "canceled",
+            "timeout",
+            "failed",
+            "dependency",
+            "skipped",
+        ] {
+            assert_eq!(JobResult::parse(r).as_str(), r);
+        }
     }
 }

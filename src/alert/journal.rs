@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use super::render::Excerpt;
-use crate::config::BusKind;
+use crate::systemd::BusKind;
 use crate::unit::UnitName;
 
 /// A journal that does not answer within this is reported as unavailable.

@@ -1,140 +1,24 @@
-//! Restart policy: what to do about one unit, decided from what was observed and the time.
-//!
-//! This module does no I/O and reads no clock: every input carries `now`, and the caller turns
-//! the returned [`Effect`]s into D-Bus calls, log lines and state writes.
+//! One unit's restart state machine: episodes, backoff, verification, give-up, flapping.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
-use crate::unit::{ActiveState, LoadState, Observation};
-
-/// Restart settings of one unit, after `[restart]` defaults and per-unit overrides are merged.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RestartPolicy {
-    pub max_attempts: u32,
-    pub backoff_initial: Duration,
-    pub backoff_multiplier: f64,
-    pub backoff_max: Duration,
-    pub verify_after: Duration,
-    pub reset_after: Duration,
-    /// `None` = "never": a given-up unit stays given up until an operator intervenes.
-    pub give_up_cooldown: Option<Duration>,
-    pub restart_inactive: bool,
-    pub flap_restarts: u32,
-    pub flap_window: Duration,
-}
-
-impl Default for RestartPolicy {
-    fn default() -> Self {
-        RestartPolicy {
-            max_attempts: 3,
-            backoff_initial: Duration::from_secs(5),
-            backoff_multiplier: 2.0,
-            backoff_max: Duration::from_secs(300),
-            verify_after: Duration::from_secs(10),
-            reset_after: Duration::from_secs(600),
-            give_up_cooldown: Some(Duration::from_secs(3600)),
-            restart_inactive: true,
-            flap_restarts: 5,
-            flap_window: Duration::from_secs(600),
-        }
-    }
-}
-
-/// Delay before attempt `attempt` (1-based): `min(max, initial × multiplier^(attempt−1))`,
-/// then spread by `jitter` ∈ [−1, 1] times 10%.
-pub fn backoff(p: &RestartPolicy, attempt: u32, jitter: f64) -> Duration {
-    let max = p.backoff_max.as_secs_f64();
-    let exp = attempt.saturating_sub(1).min(1024) as i32;
-    let raw = p.backoff_initial.as_secs_f64() * p.backoff_multiplier.powi(exp);
-    let capped = if raw.is_finite() { raw.min(max) } else { max };
-    let spread = capped * (1.0 + 0.1 * jitter.clamp(-1.0, 1.0));
-    Duration::from_secs_f64(spread.max(0.0))
-}
-
-/// How the policy sees a unit at one moment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Health {
-    /// Active: nothing to do.
-    Healthy,
-    /// Failed, or inactive with `restart_inactive`: ours to restart.
-    Down,
-    /// Inactive while `restart_inactive = false`: deliberately left alone.
-    Stopped,
-    /// systemd is moving it (activating, deactivating, reloading, auto-restart): never fight it.
-    Systemd,
-    /// Not loadable (not-found, masked, bad-setting): reported, never restarted.
-    Unloadable(LoadState),
-}
-
-impl Health {
-    pub fn of(obs: &Observation, restart_inactive: bool) -> Health {
-        if obs.load != LoadState::Loaded {
-            // An unloaded-but-existing unit is reported as loaded by ListUnitsByNames, so any
-            // other load state means systemd cannot start it.
-            return Health::Unloadable(obs.load);
-        }
-        if obs.sub.is_auto_restart() {
-            return Health::Systemd;
-        }
-        // A queued job means systemd is about to move the unit (an operator's start, a
-        // dependency pulling it in): it is not ours to touch until the job is done.
-        if obs.job_pending && obs.active != ActiveState::Active {
-            return Health::Systemd;
-        }
-        match obs.active {
-            ActiveState::Active => Health::Healthy,
-            ActiveState::Failed => Health::Down,
-            ActiveState::Inactive if restart_inactive => Health::Down,
-            ActiveState::Inactive => Health::Stopped,
-            ActiveState::Activating
-            | ActiveState::Deactivating
-            | ActiveState::Reloading
-            | ActiveState::Refreshing
-            | ActiveState::Maintenance
-            | ActiveState::Unknown => Health::Systemd,
-        }
-    }
-
-    /// Whether `once` and the status line count this unit as fine.
-    pub fn is_ok(self) -> bool {
-        matches!(self, Health::Healthy | Health::Stopped)
-    }
-}
-
-/// The persisted part: one run of trouble, from first seen down until healthy for `reset_after`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Episode {
-    pub started: Timestamp,
-    /// Attempts made so far, successful or not; written before each attempt is made, so a
-    /// killed watchdog never repeats one.
-    pub attempts: u32,
-    pub gave_up: Option<Timestamp>,
-    /// Since when the unit has been healthy without interruption, while the episode lasts.
-    pub healthy_since: Option<Timestamp>,
-}
-
-/// Whether a unit's dependencies allow an attempt now.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Deps {
-    Ready,
-    /// The named dependency is not healthy yet.
-    Waiting(String),
-}
+use super::{Deps, Episode, Health, RestartPolicy, backoff};
+use crate::clock::{Now, add};
+use crate::unit::{JobResult, LoadState, UnitName};
 
 /// How our restart job ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JobOutcome {
-    /// `JobRemoved` said `done`.
-    Done,
-    /// `JobRemoved` said something else (`failed`, `canceled`, `timeout`, `dependency`, ...), or
-    /// the call itself was refused; the text says which.
-    Failed(String),
-    /// We lost sight of the job (bus dropped): the unit's state after `verify_after` decides.
-    Unknown,
+    /// `JobRemoved` said how our job ended.
+    Ended(JobResult),
+    /// The manager refused the call; the text says why.
+    Refused(String),
+    /// We lost sight of the job (bus dropped, no `JobRemoved` in time): the unit's state after
+    /// `verify_after` decides.
+    Lost,
 }
 
 /// What the caller must do or report, in order.
@@ -175,7 +59,7 @@ pub enum Effect {
     /// Left to systemd's own handling.
     WaitSystemd,
     /// An attempt waits for a dependency; it does not count while it waits.
-    WaitDependency(String),
+    WaitDependency(UnitName),
     Unloadable(LoadState),
     /// systemd restarted it `restarts` times within `flap_window` by itself.
     Flapping {
@@ -190,15 +74,15 @@ enum Phase {
     Idle,
     Waiting {
         attempt: u32,
-        at: Timestamp,
-        blocked_on: Option<String>,
+        at: Instant,
+        blocked_on: Option<UnitName>,
     },
     Running {
         attempt: u32,
     },
     Verifying {
         attempt: u32,
-        until: Timestamp,
+        until: Instant,
     },
 }
 
@@ -210,7 +94,7 @@ pub struct UnitMachine {
     last: Option<Health>,
     rng: u64,
     restarts_seen: Option<u32>,
-    restart_times: VecDeque<Timestamp>,
+    restart_times: VecDeque<Instant>,
     flapping: bool,
     /// A `Down` was reported and no `Recovered`/`Restarted` yet: recovery is worth telling once,
     /// not after each of systemd's own restarts.
@@ -245,6 +129,11 @@ impl UnitMachine {
         !matches!(self.phase, Phase::Idle)
     }
 
+    /// Whether our restart job is out (between `Attempt` and `job_finished`).
+    pub fn job_running(&self) -> bool {
+        matches!(self.phase, Phase::Running { .. })
+    }
+
     /// The attempt in progress or planned, for status lines.
     pub fn current_attempt(&self) -> Option<u32> {
         match self.phase {
@@ -260,7 +149,7 @@ impl UnitMachine {
     }
 
     /// When `tick` next has something to do.
-    pub fn next_deadline(&self, p: &RestartPolicy) -> Option<Timestamp> {
+    pub fn next_deadline(&self, p: &RestartPolicy, now: &Now) -> Option<Instant> {
         match &self.phase {
             Phase::Waiting {
                 at,
@@ -271,17 +160,18 @@ impl UnitMachine {
             Phase::Verifying { until, .. } => Some(*until),
             Phase::Idle => {
                 let ep = self.episode.as_ref()?;
-                match (self.last?, ep.gave_up, ep.healthy_since) {
-                    (Health::Healthy, _, Some(since)) => Some(add(since, p.reset_after)),
-                    (Health::Down, Some(at), _) => p.give_up_cooldown.map(|c| add(at, c)),
-                    _ => None,
-                }
+                let wall = match (self.last?, ep.gave_up, ep.healthy_since) {
+                    (Health::Healthy, _, Some(since)) => add(since, p.reset_after),
+                    (Health::Down, Some(at), _) => add(at, p.give_up_cooldown?),
+                    _ => return None,
+                };
+                Some(now.instant_of(wall))
             }
         }
     }
 
     /// A new view of the unit (signal or poll).
-    pub fn observe(&mut self, p: &RestartPolicy, h: Health, now: Timestamp) -> Vec<Effect> {
+    pub fn observe(&mut self, p: &RestartPolicy, h: Health, now: &Now) -> Vec<Effect> {
         let prev = self.last.replace(h);
         let changed = prev != Some(h);
         let mut fx = Vec::new();
@@ -342,17 +232,21 @@ impl UnitMachine {
     }
 
     /// systemd's own restart counter, for flap detection.
-    pub fn observe_restarts(&mut self, p: &RestartPolicy, n: u32, now: Timestamp) -> Vec<Effect> {
+    pub fn observe_restarts(&mut self, p: &RestartPolicy, n: u32, now: &Now) -> Vec<Effect> {
         let prev = self.restarts_seen.replace(n);
         if let Some(prev) = prev
             && n > prev
         {
             for _ in 0..(n - prev).min(p.flap_restarts.max(1)) {
-                self.restart_times.push_back(now);
+                self.restart_times.push_back(now.at);
             }
         }
-        let horizon = sub(now, p.flap_window);
-        while self.restart_times.front().is_some_and(|t| *t < horizon) {
+        let horizon = now.at.checked_sub(p.flap_window);
+        while self
+            .restart_times
+            .front()
+            .is_some_and(|t| horizon.is_some_and(|h| *t < h))
+        {
             self.restart_times.pop_front();
         }
         let count = self.restart_times.len() as u32;
@@ -368,16 +262,16 @@ impl UnitMachine {
     }
 
     /// Time has passed: start a due attempt, conclude a verification, end or re-arm an episode.
-    pub fn tick(&mut self, p: &RestartPolicy, deps: &Deps, now: Timestamp) -> Vec<Effect> {
+    pub fn tick(&mut self, p: &RestartPolicy, deps: &Deps, now: &Now) -> Vec<Effect> {
         let mut fx = Vec::new();
         match self.phase.clone() {
             Phase::Waiting {
                 attempt,
                 at,
                 blocked_on,
-            } if at <= now => match deps {
+            } if at <= now.at => match deps {
                 Deps::Waiting(dep) => {
-                    if blocked_on.as_deref() != Some(dep.as_str()) {
+                    if blocked_on.as_ref() != Some(dep) {
                         fx.push(Effect::WaitDependency(dep.clone()));
                     }
                     self.phase = Phase::Waiting {
@@ -397,7 +291,7 @@ impl UnitMachine {
                     });
                 }
             },
-            Phase::Verifying { attempt, until } if until <= now => {
+            Phase::Verifying { attempt, until } if until <= now.at => {
                 if self.last == Some(Health::Healthy) {
                     self.phase = Phase::Idle;
                     self.reported_down = false;
@@ -416,8 +310,8 @@ impl UnitMachine {
                 }
             }
             Phase::Idle => {
-                if let Some(deadline) = self.next_deadline(p)
-                    && deadline <= now
+                if let Some(deadline) = self.next_deadline(p, now)
+                    && deadline <= now.at
                 {
                     match self.last {
                         Some(Health::Healthy) => {
@@ -445,19 +339,22 @@ impl UnitMachine {
         &mut self,
         p: &RestartPolicy,
         outcome: JobOutcome,
-        now: Timestamp,
+        now: &Now,
     ) -> Vec<Effect> {
         let mut fx = Vec::new();
         if let Phase::Running { attempt } = self.phase {
             match outcome {
-                JobOutcome::Done | JobOutcome::Unknown => {
+                JobOutcome::Ended(JobResult::Done) | JobOutcome::Lost => {
                     self.phase = Phase::Verifying {
                         attempt,
-                        until: add(now, p.verify_after),
+                        until: now.after(p.verify_after),
                     };
                 }
-                JobOutcome::Failed(reason) => {
-                    self.attempt_failed(p, attempt, format!("job {reason}"), now, &mut fx)
+                JobOutcome::Ended(result) => {
+                    self.attempt_failed(p, attempt, format!("job {result}"), now, &mut fx)
+                }
+                JobOutcome::Refused(why) => {
+                    self.attempt_failed(p, attempt, format!("refused ({why})"), now, &mut fx)
                 }
             }
         }
@@ -465,13 +362,13 @@ impl UnitMachine {
     }
 
     /// Operator override: forget the give-up and start a fresh episode now.
-    pub fn retry(&mut self, p: &RestartPolicy, now: Timestamp) -> Vec<Effect> {
+    pub fn retry(&mut self, p: &RestartPolicy, now: &Now) -> Vec<Effect> {
         let mut fx = vec![Effect::Persist];
         self.episode = Some(new_episode(now));
-        if self.last == Some(Health::Down) && !matches!(self.phase, Phase::Running { .. }) {
+        if self.last == Some(Health::Down) && !self.job_running() {
             self.phase = Phase::Waiting {
                 attempt: 1,
-                at: now,
+                at: now.at,
                 blocked_on: None,
             };
             fx.push(Effect::Scheduled {
@@ -483,7 +380,7 @@ impl UnitMachine {
         fx
     }
 
-    fn on_down(&mut self, p: &RestartPolicy, changed: bool, now: Timestamp, fx: &mut Vec<Effect>) {
+    fn on_down(&mut self, p: &RestartPolicy, changed: bool, now: &Now, fx: &mut Vec<Effect>) {
         let ep = match self.episode.as_mut() {
             Some(ep) => ep,
             None => {
@@ -512,7 +409,7 @@ impl UnitMachine {
         p: &RestartPolicy,
         attempt: u32,
         reason: String,
-        now: Timestamp,
+        now: &Now,
         fx: &mut Vec<Effect>,
     ) {
         fx.push(Effect::AttemptFailed {
@@ -529,19 +426,19 @@ impl UnitMachine {
         // Otherwise (systemd is moving it, or it came back) the next observation decides.
     }
 
-    fn give_up(&mut self, attempts: u32, now: Timestamp, fx: &mut Vec<Effect>) {
+    fn give_up(&mut self, attempts: u32, now: &Now, fx: &mut Vec<Effect>) {
         let ep = self.episode.get_or_insert_with(|| new_episode(now));
-        ep.gave_up = Some(now);
+        ep.gave_up = Some(now.wall);
         self.phase = Phase::Idle;
         fx.push(Effect::GaveUp { attempts });
         fx.push(Effect::Persist);
     }
 
-    fn schedule(&mut self, p: &RestartPolicy, attempt: u32, now: Timestamp, fx: &mut Vec<Effect>) {
+    fn schedule(&mut self, p: &RestartPolicy, attempt: u32, now: &Now, fx: &mut Vec<Effect>) {
         let delay = backoff(p, attempt, self.jitter());
         self.phase = Phase::Waiting {
             attempt,
-            at: add(now, delay),
+            at: now.after(delay),
             blocked_on: None,
         };
         fx.push(Effect::Scheduled {
@@ -557,11 +454,11 @@ impl UnitMachine {
         }
     }
 
-    fn mark_healthy(&mut self, now: Timestamp, fx: &mut Vec<Effect>) {
+    fn mark_healthy(&mut self, now: &Now, fx: &mut Vec<Effect>) {
         if let Some(ep) = self.episode.as_mut()
             && ep.healthy_since.is_none()
         {
-            ep.healthy_since = Some(now);
+            ep.healthy_since = Some(now.wall);
             fx.push(Effect::Persist);
         }
     }
@@ -577,48 +474,34 @@ impl UnitMachine {
     }
 }
 
-fn new_episode(now: Timestamp) -> Episode {
+fn new_episode(now: &Now) -> Episode {
     Episode {
-        started: now,
+        started: now.wall,
         attempts: 0,
         gave_up: None,
         healthy_since: None,
     }
 }
 
-/// Saturating: a duration too large for the calendar means "never" in practice.
-pub fn add(t: Timestamp, d: Duration) -> Timestamp {
-    let d = jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX);
-    t.checked_add(d).unwrap_or(Timestamp::MAX)
-}
-
-fn sub(t: Timestamp, d: Duration) -> Timestamp {
-    let d = jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX);
-    t.checked_sub(d).unwrap_or(Timestamp::MIN)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::unit::SubState;
+    use crate::policy::tests::policy;
 
-    fn t(secs: i64) -> Timestamp {
-        Timestamp::from_second(1_800_000_000 + secs).unwrap()
+    fn start() -> Now {
+        Now {
+            at: Instant::now(),
+            wall: jiff::Timestamp::from_second(1_800_000_000).unwrap(),
+        }
     }
 
-    fn policy() -> RestartPolicy {
-        RestartPolicy {
-            max_attempts: 3,
-            backoff_initial: Duration::from_secs(5),
-            backoff_multiplier: 2.0,
-            backoff_max: Duration::from_secs(15),
-            verify_after: Duration::from_secs(10),
-            reset_after: Duration::from_secs(600),
-            give_up_cooldown: Some(Duration::from_secs(3600)),
-            restart_inactive: true,
-            flap_restarts: 3,
-            flap_window: Duration::from_secs(60),
-        }
+    /// The moment `i`, on both clocks.
+    fn at(base: &Now, i: Instant) -> Now {
+        base.advanced(i - base.at)
+    }
+
+    fn secs(base: &Now, s: u64) -> Now {
+        base.advanced(Duration::from_secs(s))
     }
 
     fn attempts_of(fx: &[Effect]) -> Vec<u32> {
@@ -630,100 +513,41 @@ mod tests {
             .collect()
     }
 
-    fn obs(active: &str, sub: &str) -> Observation {
-        Observation::new(
-            LoadState::Loaded,
-            ActiveState::parse(active),
-            SubState::new(sub),
-        )
-    }
-
-    #[test]
-    fn backoff_grows_caps_and_jitters_within_ten_percent() {
-        let p = policy();
-        let table = [(1, 5.0), (2, 10.0), (3, 15.0), (4, 15.0), (1000, 15.0)];
-        for (k, secs) in table {
-            assert_eq!(
-                backoff(&p, k, 0.0),
-                Duration::from_secs_f64(secs),
-                "attempt {k}"
-            );
-            let lo = backoff(&p, k, -1.0).as_secs_f64();
-            let hi = backoff(&p, k, 1.0).as_secs_f64();
-            assert!((lo - secs * 0.9).abs() < 1e-9 && (hi - secs * 1.1).abs() < 1e-9);
-        }
-        let huge = RestartPolicy {
-            backoff_multiplier: 1e300,
-            ..policy()
-        };
-        assert_eq!(backoff(&huge, 500, 0.0), Duration::from_secs(15));
-    }
-
-    #[test]
-    fn classification_table() {
-        let table = [
-            (obs("active", "running"), true, Health::Healthy),
-            (obs("failed", "failed"), true, Health::Down),
-            (obs("inactive", "dead"), true, Health::Down),
-            (obs("inactive", "dead"), false, Health::Stopped),
-            (obs("activating", "auto-restart"), true, Health::Systemd),
-            (obs("activating", "start"), true, Health::Systemd),
-            (obs("deactivating", "stop-sigterm"), true, Health::Systemd),
-            (obs("reloading", "reload"), true, Health::Systemd),
-        ];
-        for (o, ri, want) in table {
-            assert_eq!(Health::of(&o, ri), want, "{o:?}");
-        }
-        let mut queued = obs("inactive", "dead");
-        queued.job_pending = true;
-        assert_eq!(Health::of(&queued, true), Health::Systemd);
-        let nf = Observation::new(
-            LoadState::NotFound,
-            ActiveState::Inactive,
-            SubState::new("dead"),
-        );
-        assert_eq!(
-            Health::of(&nf, true),
-            Health::Unloadable(LoadState::NotFound)
-        );
-    }
+    const DONE: JobOutcome = JobOutcome::Ended(JobResult::Done);
 
     /// Drives a unit that never comes back: exactly max_attempts attempts, then give-up.
     #[test]
     fn always_failing_unit_gets_exactly_max_attempts_then_gives_up() {
         let p = policy();
+        let base = start();
         let mut m = UnitMachine::new(None, 7);
-        let mut now = t(0);
-        let mut fx = m.observe(&p, Health::Down, now);
+        let mut now = base;
+        let mut fx = m.observe(&p, Health::Down, &now);
         assert!(fx.contains(&Effect::Down));
         let mut made = Vec::new();
         for _ in 0..50 {
             if m.gave_up() {
                 break;
             }
-            let Some(d) = m.next_deadline(&p) else { break };
-            now = d;
-            let step = m.tick(&p, &Deps::Ready, now);
+            let Some(d) = m.next_deadline(&p, &now) else {
+                break;
+            };
+            now = at(&base, d);
+            let step = m.tick(&p, &Deps::Ready, &now);
             made.extend(attempts_of(&step));
             fx.extend(step.clone());
             if !attempts_of(&step).is_empty() {
-                fx.extend(m.job_finished(&p, JobOutcome::Done, now));
-                fx.extend(m.observe(&p, Health::Down, now));
+                fx.extend(m.job_finished(&p, DONE, &now));
+                fx.extend(m.observe(&p, Health::Down, &now));
             }
         }
         assert_eq!(made, vec![1, 2, 3]);
         assert!(fx.contains(&Effect::GaveUp { attempts: 3 }));
         assert!(m.gave_up());
         // Cooldown passes while still down: a new episode, attempt 1 again.
-        let cd = m.next_deadline(&p).expect("cooldown deadline");
-        assert_eq!(
-            cd,
-            add(
-                m.episode().unwrap().gave_up.unwrap(),
-                Duration::from_secs(3600)
-            )
-        );
-        let fx = m.tick(&p, &Deps::Ready, cd);
+        let cd = m.next_deadline(&p, &now).expect("cooldown deadline");
+        assert_eq!(cd - now.at, Duration::from_secs(3600));
+        let fx = m.tick(&p, &Deps::Ready, &at(&base, cd));
         assert!(fx.contains(&Effect::Rearmed));
         assert!(matches!(
             fx.last(),
@@ -734,36 +558,39 @@ mod tests {
     #[test]
     fn successful_restart_is_verified_then_episode_resets() {
         let p = policy();
+        let base = start();
         let mut m = UnitMachine::new(None, 1);
-        m.observe(&p, Health::Down, t(0));
-        let at = m.next_deadline(&p).unwrap();
-        let fx = m.tick(&p, &Deps::Ready, at);
+        m.observe(&p, Health::Down, &base);
+        let t1 = at(&base, m.next_deadline(&p, &base).unwrap());
+        let fx = m.tick(&p, &Deps::Ready, &t1);
         assert_eq!(
             fx,
             vec![Effect::Persist, Effect::Attempt { attempt: 1, of: 3 }]
         );
         assert_eq!(m.episode().unwrap().attempts, 1);
-        assert!(m.job_finished(&p, JobOutcome::Done, at).is_empty());
-        m.observe(&p, Health::Healthy, at);
-        let until = m.next_deadline(&p).unwrap();
-        assert_eq!(until, add(at, p.verify_after));
-        let fx = m.tick(&p, &Deps::Ready, until);
+        assert!(m.job_finished(&p, DONE, &t1).is_empty());
+        m.observe(&p, Health::Healthy, &t1);
+        let until = m.next_deadline(&p, &t1).unwrap();
+        assert_eq!(until - t1.at, p.verify_after);
+        let t2 = at(&base, until);
+        let fx = m.tick(&p, &Deps::Ready, &t2);
         assert!(fx.contains(&Effect::Restarted { attempt: 1, of: 3 }));
         // Dies again within reset_after: same episode, attempt 2.
-        let fx = m.observe(&p, Health::Down, add(until, Duration::from_secs(30)));
+        let t3 = t2.advanced(Duration::from_secs(30));
+        let fx = m.observe(&p, Health::Down, &t3);
         assert!(matches!(
             fx.last(),
             Some(Effect::Scheduled { attempt: 2, .. })
         ));
-        let at2 = m.next_deadline(&p).unwrap();
-        m.tick(&p, &Deps::Ready, at2);
-        m.job_finished(&p, JobOutcome::Done, at2);
-        m.observe(&p, Health::Healthy, at2);
-        let v = m.next_deadline(&p).unwrap();
-        m.tick(&p, &Deps::Ready, v);
-        let reset = m.next_deadline(&p).unwrap();
-        assert_eq!(reset, add(v, p.reset_after));
-        let fx = m.tick(&p, &Deps::Ready, reset);
+        let t4 = at(&base, m.next_deadline(&p, &t3).unwrap());
+        m.tick(&p, &Deps::Ready, &t4);
+        m.job_finished(&p, DONE, &t4);
+        m.observe(&p, Health::Healthy, &t4);
+        let t5 = at(&base, m.next_deadline(&p, &t4).unwrap());
+        m.tick(&p, &Deps::Ready, &t5);
+        let reset = m.next_deadline(&p, &t5).unwrap();
+        assert_eq!(reset - t5.at, p.reset_after);
+        let fx = m.tick(&p, &Deps::Ready, &at(&base, reset));
         assert_eq!(fx, vec![Effect::EpisodeEnded, Effect::Persist]);
         assert!(m.episode().is_none());
     }
@@ -771,13 +598,14 @@ mod tests {
     #[test]
     fn failure_during_verification_counts_and_reschedules() {
         let p = policy();
+        let base = start();
         let mut m = UnitMachine::new(None, 1);
-        m.observe(&p, Health::Down, t(0));
-        let at = m.next_deadline(&p).unwrap();
-        m.tick(&p, &Deps::Ready, at);
-        m.job_finished(&p, JobOutcome::Done, at);
-        m.observe(&p, Health::Healthy, at);
-        let fx = m.observe(&p, Health::Down, add(at, Duration::from_secs(2)));
+        m.observe(&p, Health::Down, &base);
+        let t1 = at(&base, m.next_deadline(&p, &base).unwrap());
+        m.tick(&p, &Deps::Ready, &t1);
+        m.job_finished(&p, DONE, &t1);
+        m.observe(&p, Health::Healthy, &t1);
+        let fx = m.observe(&p, Health::Down, &t1.advanced(Duration::from_secs(2)));
         assert!(matches!(fx[0], Effect::AttemptFailed { attempt: 1, .. }));
         assert!(matches!(
             fx.last(),
@@ -786,40 +614,52 @@ mod tests {
     }
 
     #[test]
-    fn failed_job_counts_as_failed_attempt() {
+    fn failed_or_refused_job_counts_as_failed_attempt() {
         let p = policy();
-        let mut m = UnitMachine::new(None, 1);
-        m.observe(&p, Health::Down, t(0));
-        let at = m.next_deadline(&p).unwrap();
-        m.tick(&p, &Deps::Ready, at);
-        let fx = m.job_finished(&p, JobOutcome::Failed("failed".into()), at);
-        assert_eq!(
-            fx[0],
-            Effect::AttemptFailed {
-                attempt: 1,
-                of: 3,
-                reason: "job failed".into()
-            }
-        );
-        assert!(matches!(fx[1], Effect::Scheduled { attempt: 2, .. }));
+        let cases = [
+            (JobOutcome::Ended(JobResult::Failed), "job failed"),
+            (JobOutcome::Ended(JobResult::Canceled), "job canceled"),
+            (
+                JobOutcome::Refused("org.freedesktop.DBus.Error.AccessDenied: no".into()),
+                "refused (org.freedesktop.DBus.Error.AccessDenied: no)",
+            ),
+        ];
+        for (outcome, reason) in cases {
+            let base = start();
+            let mut m = UnitMachine::new(None, 1);
+            m.observe(&p, Health::Down, &base);
+            let t1 = at(&base, m.next_deadline(&p, &base).unwrap());
+            m.tick(&p, &Deps::Ready, &t1);
+            let fx = m.job_finished(&p, outcome, &t1);
+            assert_eq!(
+                fx[0],
+                Effect::AttemptFailed {
+                    attempt: 1,
+                    of: 3,
+                    reason: reason.into()
+                }
+            );
+            assert!(matches!(fx[1], Effect::Scheduled { attempt: 2, .. }));
+        }
     }
 
     #[test]
     fn units_systemd_is_handling_are_left_alone() {
         let p = policy();
+        let base = start();
         let mut m = UnitMachine::new(None, 1);
         assert_eq!(
-            m.observe(&p, Health::Systemd, t(0)),
+            m.observe(&p, Health::Systemd, &base),
             vec![Effect::WaitSystemd]
         );
-        assert!(m.observe(&p, Health::Systemd, t(1)).is_empty());
-        assert!(m.next_deadline(&p).is_none());
-        assert!(m.observe(&p, Health::Healthy, t(2)).is_empty());
+        assert!(m.observe(&p, Health::Systemd, &secs(&base, 1)).is_empty());
+        assert!(m.next_deadline(&p, &base).is_none());
+        assert!(m.observe(&p, Health::Healthy, &secs(&base, 2)).is_empty());
         // Down, then systemd takes over before our attempt: the attempt is cancelled.
-        m.observe(&p, Health::Down, t(3));
+        m.observe(&p, Health::Down, &secs(&base, 3));
         assert!(m.is_busy());
         assert_eq!(
-            m.observe(&p, Health::Systemd, t(4)),
+            m.observe(&p, Health::Systemd, &secs(&base, 4)),
             vec![Effect::WaitSystemd]
         );
         assert!(!m.is_busy());
@@ -828,24 +668,24 @@ mod tests {
     #[test]
     fn recovery_is_reported_once_not_after_each_of_systemds_restarts() {
         let p = policy();
+        let base = start();
         let mut m = UnitMachine::new(None, 1);
-        let mut recovered = 0;
-        let mut fx = m.observe(&p, Health::Down, t(0));
+        let mut fx = m.observe(&p, Health::Down, &base);
         for i in 1..20 {
-            fx.extend(m.observe(&p, Health::Systemd, t(2 * i)));
-            fx.extend(m.observe(&p, Health::Healthy, t(2 * i + 1)));
+            fx.extend(m.observe(&p, Health::Systemd, &secs(&base, 2 * i)));
+            fx.extend(m.observe(&p, Health::Healthy, &secs(&base, 2 * i + 1)));
         }
-        recovered += fx.iter().filter(|e| **e == Effect::Recovered).count();
-        assert_eq!(recovered, 1);
+        assert_eq!(fx.iter().filter(|e| **e == Effect::Recovered).count(), 1);
         assert_eq!(fx.iter().filter(|e| **e == Effect::Down).count(), 1);
     }
 
     #[test]
     fn unit_back_by_itself_before_attempt_is_recovered_not_restarted() {
         let p = policy();
+        let base = start();
         let mut m = UnitMachine::new(None, 1);
-        m.observe(&p, Health::Down, t(0));
-        let fx = m.observe(&p, Health::Healthy, t(1));
+        m.observe(&p, Health::Down, &base);
+        let fx = m.observe(&p, Health::Healthy, &secs(&base, 1));
         assert!(fx.contains(&Effect::Recovered));
         assert!(!m.is_busy());
         assert_eq!(m.episode().unwrap().attempts, 0);
@@ -854,23 +694,42 @@ mod tests {
     #[test]
     fn restored_episode_continues_counting_and_never_repeats_attempts() {
         let p = policy();
+        let base = start();
         let ep = Episode {
-            started: t(0),
+            started: base.wall,
             attempts: 2,
             gave_up: None,
             healthy_since: None,
         };
         let mut m = UnitMachine::new(Some(ep.clone()), 1);
-        let fx = m.observe(&p, Health::Down, t(100));
+        let fx = m.observe(&p, Health::Down, &secs(&base, 100));
         assert!(matches!(
             fx.last(),
             Some(Effect::Scheduled { attempt: 3, .. })
         ));
         let full = Episode { attempts: 3, ..ep };
         let mut m = UnitMachine::new(Some(full), 1);
-        let fx = m.observe(&p, Health::Down, t(100));
+        let fx = m.observe(&p, Health::Down, &secs(&base, 100));
         assert!(fx.contains(&Effect::GaveUp { attempts: 3 }));
         assert!(attempts_of(&fx).is_empty());
+    }
+
+    #[test]
+    fn a_restored_give_up_counts_its_cooldown_on_the_wall_clock() {
+        let p = policy();
+        let base = start();
+        let ep = Episode {
+            started: base.wall,
+            attempts: 3,
+            gave_up: Some(base.wall),
+            healthy_since: None,
+        };
+        // unitwarden restarts 20 minutes after the give-up: 40 minutes remain.
+        let later = secs(&base, 1200);
+        let mut m = UnitMachine::new(Some(ep), 1);
+        assert!(attempts_of(&m.observe(&p, Health::Down, &later)).is_empty());
+        let due = m.next_deadline(&p, &later).unwrap();
+        assert_eq!(due - later.at, Duration::from_secs(2400));
     }
 
     #[test]
@@ -880,14 +739,15 @@ mod tests {
             max_attempts: 1,
             ..policy()
         };
+        let base = start();
         let mut m = UnitMachine::new(None, 1);
-        m.observe(&p, Health::Down, t(0));
-        let at = m.next_deadline(&p).unwrap();
-        m.tick(&p, &Deps::Ready, at);
-        let fx = m.job_finished(&p, JobOutcome::Failed("failed".into()), at);
+        m.observe(&p, Health::Down, &base);
+        let t1 = at(&base, m.next_deadline(&p, &base).unwrap());
+        m.tick(&p, &Deps::Ready, &t1);
+        let fx = m.job_finished(&p, JobOutcome::Ended(JobResult::Failed), &t1);
         assert!(fx.contains(&Effect::GaveUp { attempts: 1 }));
-        assert!(m.next_deadline(&p).is_none());
-        let fx = m.retry(&p, t(99_999));
+        assert!(m.next_deadline(&p, &t1).is_none());
+        let fx = m.retry(&p, &secs(&base, 99_999));
         assert!(fx.contains(&Effect::Scheduled {
             attempt: 1,
             of: 1,
@@ -899,42 +759,42 @@ mod tests {
     #[test]
     fn dependency_wait_does_not_count() {
         let p = policy();
+        let base = start();
         let mut m = UnitMachine::new(None, 1);
-        m.observe(&p, Health::Down, t(0));
-        let at = m.next_deadline(&p).unwrap();
-        let wait = Deps::Waiting("postgresql.service".into());
-        let fx = m.tick(&p, &wait, at);
-        assert_eq!(
-            fx,
-            vec![Effect::WaitDependency("postgresql.service".into())]
-        );
+        m.observe(&p, Health::Down, &base);
+        let t1 = at(&base, m.next_deadline(&p, &base).unwrap());
+        let pg = UnitName::parse("postgresql").unwrap();
+        let wait = Deps::Waiting(pg.clone());
+        assert_eq!(m.tick(&p, &wait, &t1), vec![Effect::WaitDependency(pg)]);
         assert!(
-            m.tick(&p, &wait, add(at, Duration::from_secs(1)))
+            m.tick(&p, &wait, &t1.advanced(Duration::from_secs(1)))
                 .is_empty()
         );
         assert_eq!(m.episode().unwrap().attempts, 0);
-        let fx = m.tick(&p, &Deps::Ready, add(at, Duration::from_secs(2)));
+        let fx = m.tick(&p, &Deps::Ready, &t1.advanced(Duration::from_secs(2)));
         assert_eq!(attempts_of(&fx), vec![1]);
     }
 
     #[test]
     fn flapping_is_reported_once_per_burst() {
         let p = policy();
+        let base = start();
         let mut m = UnitMachine::new(None, 1);
-        assert!(m.observe_restarts(&p, 0, t(0)).is_empty());
-        assert!(m.observe_restarts(&p, 1, t(1)).is_empty());
-        assert!(m.observe_restarts(&p, 2, t(2)).is_empty());
+        let s = |n| secs(&base, n);
+        assert!(m.observe_restarts(&p, 0, &s(0)).is_empty());
+        assert!(m.observe_restarts(&p, 1, &s(1)).is_empty());
+        assert!(m.observe_restarts(&p, 2, &s(2)).is_empty());
         assert_eq!(
-            m.observe_restarts(&p, 3, t(3)),
+            m.observe_restarts(&p, 3, &s(3)),
             vec![Effect::Flapping { restarts: 3 }]
         );
-        assert!(m.observe_restarts(&p, 4, t(4)).is_empty());
+        assert!(m.observe_restarts(&p, 4, &s(4)).is_empty());
         // Quiet for longer than flap_window, then a new burst is reported again.
-        assert!(m.observe_restarts(&p, 4, t(200)).is_empty());
-        m.observe_restarts(&p, 5, t(201));
-        m.observe_restarts(&p, 6, t(202));
+        assert!(m.observe_restarts(&p, 4, &s(200)).is_empty());
+        m.observe_restarts(&p, 5, &s(201));
+        m.observe_restarts(&p, 6, &s(202));
         assert_eq!(
-            m.observe_restarts(&p, 7, t(203)),
+            m.observe_restarts(&p, 7, &s(203)),
             vec![Effect::Flapping { restarts: 3 }]
         );
     }

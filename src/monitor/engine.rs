@@ -1,0 +1,653 @@
+//! The watch loop's decisions, without I/O: events and the time go in, actions come out.
+//!
+//! [`Engine::handle`] takes one [`Input`] (a decoded systemd signal, a poll's answer, a job's
+//! end, a timer, a reload) with [`Now`] and returns the [`Action`]s the shell must carry out,
+//! in order: D-Bus calls, state writes, log lines, alerts. [`Engine::wake_at`] says when the
+//! next timer is due. The shell (`monitor::Monitor`) owns the bus, the files and the tasks.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::attempts::Reset;
+use super::narrate::{self, Line, Scene};
+use super::registry::{Registry, Rules};
+use super::status::{self, OnceReport, Schedule};
+use crate::alert::Event;
+use crate::clock::Now;
+use crate::config::{self, EventKind, Settings};
+use crate::policy::{Effect, Episode, Health, JobOutcome, newly_down};
+use crate::systemd::{Signal, UnitPath, UnitStatus};
+use crate::unit::{ActiveState, Observation, UnitName, UnitPattern};
+
+/// Something that happened, for the engine to decide on.
+#[derive(Debug)]
+pub enum Input {
+    /// Connected (again) and subscribed: time to resynchronise with a full poll.
+    Connected,
+    /// A deadline from [`Engine::wake_at`] has come.
+    Timer,
+    /// The answer to [`Action::Poll`].
+    Listed(Listing),
+    /// News from the manager.
+    Signal(Signal),
+    /// The answer to [`Action::Confirm`]; `None` if the read failed.
+    Confirmed {
+        name: UnitName,
+        fresh: Option<UnitStatus>,
+    },
+    /// The answer to [`Action::Read`].
+    Discovered(Vec<UnitStatus>),
+    /// Our restart job for `name` ended.
+    JobDone { name: UnitName, outcome: JobOutcome },
+    /// A new, valid configuration.
+    Reload(Box<Settings>),
+    /// The configuration file was refused; the running one stays.
+    ReloadFailed(String),
+    /// The daemon is stopping.
+    Stopping,
+}
+
+/// `ListUnitsByNames` for `asked`, and `ListUnitsByPatterns` for the globs.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub asked: Vec<UnitName>,
+    /// One row per asked name, in order, as the manager answered.
+    pub by_name: Vec<UnitStatus>,
+    pub by_pattern: Vec<UnitStatus>,
+}
+
+/// What the shell must do, in order.
+#[derive(Debug, PartialEq)]
+pub enum Action {
+    /// List `names` by name and `patterns` by pattern; answer with [`Input::Listed`].
+    Poll {
+        names: Vec<UnitName>,
+        patterns: Vec<String>,
+    },
+    /// Read one unit afresh; answer with [`Input::Confirmed`].
+    Confirm(UnitName),
+    /// Read a unit a glob may pick up; answer with [`Input::Discovered`].
+    Read(UnitName),
+    /// Subscribe again (a restarted manager forgot us).
+    Subscribe,
+    /// Route signals of `name`'s own path to it.
+    Watch(UnitName),
+    /// Also route signals of this path (the real unit of an alias) to `name`.
+    Follow(UnitName, UnitPath),
+    Unwatch(UnitName),
+    /// Restart `unit`; answer with [`Input::JobDone`]. The episodes were persisted before.
+    Restart {
+        unit: UnitName,
+        reset: Reset,
+    },
+    /// Write the episodes to `state_dir`.
+    Persist(BTreeMap<UnitName, Episode>),
+    Log(Line),
+    Alert(Event),
+    /// Tell systemd we are ready (`READY=1`, with the status line).
+    Ready,
+}
+
+/// Whether the engine runs until stopped or makes one pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Daemon,
+    /// One pass: done once nothing is pending; units systemd is moving are waited for up to
+    /// the longest `verify_after`.
+    Once,
+}
+
+pub struct Engine {
+    settings: Settings,
+    /// `once` waits for units systemd is moving until then.
+    settle_by: Option<Instant>,
+    units: Registry,
+    interval: Duration,
+    next_poll: Instant,
+    last_poll: Instant,
+    window: Option<String>,
+    reload_note: Option<String>,
+    /// `READY=1` was sent; later polls after a connect are resynchronisations.
+    ready: bool,
+    resync: bool,
+    /// Episodes changed since the last [`Action::Persist`].
+    dirty: bool,
+    out: Vec<Action>,
+}
+
+impl Engine {
+    /// Watches every configured name, with the episodes saved by an earlier run. Returns the
+    /// actions that route their signals.
+    pub fn new(
+        settings: Settings,
+        saved: BTreeMap<UnitName, Episode>,
+        mode: Mode,
+        seed: u64,
+        now: &Now,
+    ) -> (Engine, Vec<Action>) {
+        let mut e = Engine {
+            interval: settings.daemon.interval,
+            settings,
+            settle_by: None,
+            units: Registry::new(seed),
+            next_poll: now.at,
+            last_poll: now.at,
+            window: None,
+            reload_note: None,
+            ready: false,
+            resync: false,
+            dirty: false,
+            out: Vec::new(),
+        };
+        let mut saved = saved;
+        for name in e.settings.exact_names() {
+            let ep = saved.remove(&name);
+            e.watch(name, ep);
+        }
+        // Episodes of glob-matched units come back when the unit is seen again.
+        for (name, ep) in saved {
+            e.watch(name, Some(ep));
+        }
+        if mode == Mode::Once {
+            e.settle_by = Some(now.after(e.units.max_verify()));
+        }
+        e.refresh_window(now);
+        let out = std::mem::take(&mut e.out);
+        (e, out)
+    }
+
+    /// Decides on one input. Time is `now` throughout.
+    pub fn handle(&mut self, input: Input, now: &Now) -> Vec<Action> {
+        match input {
+            Input::Connected => {
+                self.resync = self.ready;
+                self.poll(now);
+            }
+            Input::Timer => {
+                self.refresh_window(now);
+                self.tick_all(now);
+                if now.at >= self.next_poll {
+                    self.poll(now);
+                }
+            }
+            Input::Listed(listing) => self.listed(listing, now),
+            Input::Signal(sig) => self.signal(sig, now),
+            Input::Confirmed { name, fresh } => self.confirmed(name, fresh, now),
+            Input::Discovered(rows) => {
+                for row in rows {
+                    self.observe_listed(row, now);
+                }
+                self.tick_all(now);
+            }
+            Input::JobDone { name, outcome } => {
+                if let Some(w) = self.units.get_mut(&name) {
+                    let fx = w.machine.job_finished(&w.rules.policy, outcome, now);
+                    self.apply(&name, fx, now);
+                }
+                self.tick_all(now);
+            }
+            Input::Reload(settings) => self.reload(*settings, now),
+            Input::ReloadFailed(why) => {
+                self.log(
+                    Line::error(format!(
+                        "config reload failed, keeping the running config: {why}"
+                    ))
+                    .action("reload")
+                    .result("failed"),
+                );
+                self.reload_note = Some("config reload failed".into());
+                self.alert_self(
+                    EventKind::ConfigReloadFailed,
+                    format!("config reload failed, the running config stays: {why}"),
+                    now,
+                );
+            }
+            Input::Stopping => {
+                self.log(Line::info("stopping"));
+                self.alert_self(
+                    EventKind::Stopping,
+                    format!("unitwarden stopping on {}", config::hostname()),
+                    now,
+                );
+                self.dirty = true;
+            }
+        }
+        self.flush();
+        std::mem::take(&mut self.out)
+    }
+
+    /// When the engine next needs [`Input::Timer`].
+    pub fn wake_at(&self, now: &Now) -> Instant {
+        let mut wake = self.next_poll;
+        for (_, w) in self.units.iter() {
+            if let Some(d) = w.machine.next_deadline(&w.rules.policy, now) {
+                wake = wake.min(d);
+            }
+        }
+        if let Some(t) = self.settings.calendar.next_transition(now.wall) {
+            wake = wake.min(now.instant_of(t));
+        }
+        if let Some(settle_by) = self.settle_by
+            && self.settling(now)
+        {
+            wake = wake.min(settle_by);
+        }
+        wake
+    }
+
+    /// `once` is done: no attempt is pending, and no unit is being moved by systemd (or the
+    /// wait for those is over).
+    pub fn settled(&self, now: &Now) -> bool {
+        !self.units.any_busy() && !self.settling(now)
+    }
+
+    fn settling(&self, now: &Now) -> bool {
+        let Some(settle_by) = self.settle_by else {
+            return false;
+        };
+        now.at < settle_by
+            && self
+                .units
+                .iter()
+                .any(|(_, w)| w.machine.health() == Some(Health::Systemd))
+    }
+
+    pub fn status_line(&self, now: &Now) -> String {
+        status::status_line(
+            &self.units,
+            &Schedule {
+                window: self.window.as_deref(),
+                interval: self.interval,
+                next_check: self.next_poll.saturating_duration_since(now.at),
+                note: self.reload_note.as_deref(),
+            },
+        )
+    }
+
+    pub fn once_report(&self) -> OnceReport {
+        status::once_report(&self.units)
+    }
+
+    /// The episodes as they stand, for the last write at shutdown.
+    pub fn episodes(&self) -> BTreeMap<UnitName, Episode> {
+        self.units.episodes()
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn log(&mut self, line: Line) {
+        self.out.push(Action::Log(line));
+    }
+
+    fn alert_self(&mut self, kind: EventKind, detail: String, now: &Now) {
+        let ev = narrate::about_self(kind, detail, self.window.as_deref(), now.wall);
+        self.out.push(Action::Alert(ev));
+    }
+
+    fn flush(&mut self) {
+        if std::mem::take(&mut self.dirty) {
+            self.out.push(Action::Persist(self.units.episodes()));
+        }
+    }
+
+    fn watch(&mut self, name: UnitName, episode: Option<Episode>) -> bool {
+        let Some(rules) = Rules::of(&self.settings, &name) else {
+            return false;
+        };
+        if !self.units.watch(name.clone(), rules, episode) {
+            return false;
+        }
+        self.out.push(Action::Watch(name));
+        true
+    }
+
+    fn unwatch(&mut self, name: &UnitName) {
+        if self.units.unwatch(name) {
+            self.out.push(Action::Unwatch(name.clone()));
+            self.dirty = true;
+        }
+    }
+
+    /// The safety net: one call for the named units and one for the globs, whatever their
+    /// number. Scheduled before the answer, so a refused poll waits a full interval instead
+    /// of spinning.
+    fn poll(&mut self, now: &Now) {
+        self.last_poll = now.at;
+        self.next_poll = now.after(self.interval);
+        // Configured names are listed by name (which loads them, so not-found is seen); units
+        // a glob picked up are listed by pattern, which shows only what systemd still holds.
+        let names = self
+            .units
+            .iter()
+            .filter(|(_, w)| w.rules.exact)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let patterns = self
+            .settings
+            .units
+            .iter()
+            .filter(|u| matches!(u.pattern, UnitPattern::Glob(_)))
+            .map(|u| u.pattern.as_str().to_string())
+            .collect();
+        self.out.push(Action::Poll { names, patterns });
+    }
+
+    fn listed(&mut self, listing: Listing, now: &Now) {
+        let Listing {
+            asked,
+            by_name,
+            by_pattern,
+        } = listing;
+        // One row per name, in order. An alias (`sshd` for `ssh.service`) comes back under the
+        // real unit's name and path: signals for it arrive on that path.
+        if by_name.len() == asked.len() {
+            for (name, row) in asked.into_iter().zip(by_name) {
+                if row.path != UnitPath::of(&name)
+                    && let Some(w) = self.units.get_mut(&name)
+                    && w.alias.as_ref() != Some(&row.path)
+                {
+                    w.alias = Some(row.path.clone());
+                    self.out
+                        .push(Action::Follow(name.clone(), row.path.clone()));
+                    let mut line =
+                        Line::info(format!("an alias of {}; following that unit", row.name));
+                    line.unit = Some(name.clone());
+                    self.log(line);
+                }
+                self.observe_listed(UnitStatus { name, ..row }, now);
+            }
+        }
+        let seen: HashSet<UnitName> = by_pattern.iter().map(|r| r.name.clone()).collect();
+        for row in by_pattern {
+            self.observe_listed(row, now);
+        }
+        // Glob instances systemd no longer holds (stopped and unloaded) are no longer watched.
+        let gone: Vec<UnitName> = self
+            .units
+            .iter()
+            .filter(|(n, w)| !w.rules.exact && !seen.contains(*n) && !w.machine.is_busy())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in gone {
+            self.log(
+                Line::info("unloaded by systemd; no longer watching this instance").unit(&name),
+            );
+            self.unwatch(&name);
+        }
+        self.tick_all(now);
+        if !self.ready {
+            self.ready = true;
+            self.out.push(Action::Ready);
+            self.log(
+                Line::info("watching")
+                    .units(self.units.len())
+                    .interval(self.interval),
+            );
+            let detail = format!(
+                "unitwarden started on {}: {}",
+                config::hostname(),
+                self.status_line(now)
+            );
+            self.alert_self(EventKind::Started, detail, now);
+        } else if std::mem::take(&mut self.resync) {
+            self.log(Line::info(
+                "connected again to the bus; subscribed and resynchronised",
+            ));
+        }
+    }
+
+    fn observe_listed(&mut self, status: UnitStatus, now: &Now) {
+        let UnitStatus {
+            name, observation, ..
+        } = status;
+        if !self.units.contains(&name) {
+            if observation.active == ActiveState::Inactive && !observation.job_pending {
+                // Merely loaded (`systemctl status celery@typo`): not a unit anyone runs. One
+                // being started has its start job queued already when it is announced.
+                return;
+            }
+            if !self.watch(name.clone(), None) {
+                return;
+            }
+            let mut line = Line::info("watching new unit").unit(&name);
+            line.state = Some(observation.active.to_string());
+            self.log(line);
+        }
+        let Some(w) = self.units.get(&name) else {
+            return;
+        };
+        // A listing carries no Result, NRestarts or exit status: keep what signals told.
+        let mut obs = observation;
+        if let Some(old) = &w.obs {
+            obs.result = old.result.clone();
+            obs.n_restarts = old.n_restarts;
+            obs.exec_main = old.exec_main;
+        }
+        self.observe(&name, obs, now);
+    }
+
+    fn observe(&mut self, name: &UnitName, obs: Observation, now: &Now) {
+        let Some(w) = self.units.get_mut(name) else {
+            return;
+        };
+        let p = &w.rules.policy;
+        let health = Health::of(&obs, w.rules.restart_inactive());
+        let mut fx = Vec::new();
+        if let Some(n) = obs.n_restarts
+            && w.obs.as_ref().and_then(|o| o.n_restarts) != Some(n)
+        {
+            fx.extend(w.machine.observe_restarts(p, n, now));
+        }
+        w.obs = Some(obs);
+        fx.extend(w.machine.observe(p, health, now));
+        self.apply(name, fx, now);
+    }
+
+    fn signal(&mut self, sig: Signal, now: &Now) {
+        match sig {
+            Signal::Unit { name, update } => {
+                let Some(w) = self.units.get_mut(&name) else {
+                    return;
+                };
+                let Some(mut obs) = w.obs.clone() else {
+                    // No full picture yet; the poll that follows subscription provides it.
+                    return;
+                };
+                update.apply(&mut obs);
+                if Some(&obs) == w.obs.as_ref() {
+                    return;
+                }
+                let health = Health::of(&obs, w.rules.restart_inactive());
+                if newly_down(w.machine.health(), health) {
+                    w.unconfirmed = Some(obs);
+                    self.out.push(Action::Confirm(name));
+                    return;
+                }
+                self.observe(&name, obs, now);
+                self.tick_all(now);
+            }
+            Signal::UnitNew(name) => {
+                if !self.units.contains(&name) && self.settings.entry_for(&name).is_some() {
+                    self.out.push(Action::Read(name));
+                }
+            }
+            Signal::Reloaded => self.poll(now),
+            Signal::ManagerRestarted => {
+                self.log(Line::info("systemd manager restarted; subscribing again"));
+                self.out.push(Action::Subscribe);
+                self.poll(now);
+            }
+        }
+    }
+
+    fn confirmed(&mut self, name: UnitName, fresh: Option<UnitStatus>, now: &Now) {
+        let Some(w) = self.units.get_mut(&name) else {
+            return;
+        };
+        let Some(mut obs) = w.unconfirmed.take() else {
+            return;
+        };
+        if let Some(fresh) = fresh {
+            let f = fresh.observation;
+            obs.load = f.load;
+            obs.active = f.active;
+            obs.sub = f.sub;
+            obs.job_pending = f.job_pending;
+        }
+        self.observe(&name, obs, now);
+        self.tick_all(now);
+    }
+
+    /// Lets every machine act on the time. A unit's change (a dependency verified, given up)
+    /// can free another, whatever their order, so passes repeat until one changes nothing.
+    fn tick_all(&mut self, now: &Now) {
+        for _ in 0..=self.units.len() {
+            let mut changed = false;
+            for name in self.units.names() {
+                let deps = self.units.deps(&name);
+                let Some(w) = self.units.get_mut(&name) else {
+                    continue;
+                };
+                let fx = w.machine.tick(&w.rules.policy, &deps, now);
+                changed |= !fx.is_empty();
+                self.apply(&name, fx, now);
+            }
+            if !changed {
+                break;
+            }
+        }
+    }
+
+    /// Carries out one unit's effects: narration, state writes before attempts, attempts.
+    fn apply(&mut self, name: &UnitName, fx: Vec<Effect>, now: &Now) {
+        if fx.is_empty() {
+            return;
+        }
+        let Some(w) = self.units.get(name) else {
+            return;
+        };
+        // A window may ask for a stricter alert repeat suppression while it lasts.
+        let min_interval = self.settings.email.as_ref().and_then(|e| {
+            let m = self
+                .settings
+                .calendar
+                .effective_min_interval(now.wall, e.min_interval);
+            (m != e.min_interval).then_some(m)
+        });
+        let scene = Scene {
+            unit: name,
+            obs: w.obs.as_ref(),
+            policy: &w.rules.policy,
+            window: self.window.as_deref(),
+            min_interval,
+            wall: now.wall,
+        };
+        let told = narrate::narrate(&scene, &fx);
+        let reset = if w
+            .obs
+            .as_ref()
+            .is_some_and(|o| o.active == ActiveState::Failed)
+        {
+            Reset::Failed
+        } else {
+            Reset::None
+        };
+        // Lines and alerts first, in the machine's order; the attempt goes out last, after the
+        // episode that counts it is on disk (a killed watchdog never repeats an attempt).
+        for t in told {
+            self.out.push(Action::Log(t.line));
+            if let Some(ev) = t.event {
+                self.out.push(Action::Alert(ev));
+            }
+        }
+        for e in &fx {
+            match e {
+                Effect::Persist => self.dirty = true,
+                Effect::Attempt { .. } => {
+                    self.flush();
+                    self.out.push(Action::Restart {
+                        unit: name.clone(),
+                        reset,
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Switches the effective interval at window boundaries: the next poll moves to
+    /// `last poll + new interval`, not to the old schedule.
+    fn refresh_window(&mut self, now: &Now) {
+        let cal = &self.settings.calendar;
+        let base = self.settings.daemon.interval;
+        let interval = cal.effective_interval(now.wall, base).min(base);
+        let mode = cal.mode(now.wall);
+        if mode != self.window {
+            let line = match &mode {
+                Some(w) => Line::info("critical window started").window(w.clone()),
+                None => Line::info("critical window ended")
+                    .window(self.window.clone().unwrap_or_else(|| "-".into())),
+            };
+            self.log(line.interval(interval));
+            self.window = mode;
+        }
+        if interval != self.interval {
+            self.interval = interval;
+            self.next_poll = crate::clock::later(self.last_poll, interval).max(now.at);
+        }
+    }
+
+    fn reload(&mut self, new: Settings, now: &Now) {
+        let mut new = new;
+        if new.daemon.bus != self.settings.daemon.bus
+            || new.daemon.state_dir != self.settings.daemon.state_dir
+        {
+            self.log(Line::warn(
+                "bus and state_dir changes take effect when unitwarden restarts",
+            ));
+        }
+        if new.email.is_some() || self.settings.email.is_some() {
+            // The alert task is built once at start, from the settings it was given then.
+            self.log(Line::info(
+                "[email] changes, if any, take effect when unitwarden restarts",
+            ));
+        }
+        new.daemon.bus = self.settings.daemon.bus;
+        new.daemon.state_dir = self.settings.daemon.state_dir.clone();
+        self.settings = new;
+        self.reload_note = None;
+        // Units still configured keep their machines (and episodes) under their new rules.
+        for name in self.units.names() {
+            match Rules::of(&self.settings, &name) {
+                Some(rules) => {
+                    if let Some(w) = self.units.get_mut(&name) {
+                        w.rules = rules;
+                    }
+                }
+                None => {
+                    self.unwatch(&name);
+                    self.log(Line::info("no longer configured; not watching").unit(&name));
+                }
+            }
+        }
+        for name in self.settings.exact_names() {
+            self.watch(name, None);
+        }
+        self.interval = self.settings.daemon.interval;
+        self.window = None;
+        self.refresh_window(now);
+        self.dirty = true;
+        self.flush();
+        self.poll(now);
+        let line = Line::info("configuration reloaded")
+            .action("reload")
+            .result("ok")
+            .units(self.units.len());
+        self.log(line);
+        self.out.push(Action::Ready);
+    }
+}

@@ -1,0 +1,418 @@
+//! The watch loop. [`engine`] decides, without I/O; this shell carries its actions out — the
+//! D-Bus calls, the state file, log lines, alerts, `sd_notify` — and feeds it what happens:
+//! signals, poll answers, job ends, timers, reloads. `run` (the daemon) and `once` (one pass)
+//! drive the same engine through the same [`Monitor::execute`].
+//!
+//! One task owns all unit state; restart jobs run as separate tasks (`attempts`) and report
+//! back, so a slow job never delays detection of another unit.
+
+mod attempts;
+pub mod engine;
+pub mod narrate;
+mod registry;
+pub mod status;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::alert::Alerts;
+use crate::clock::Now;
+use crate::config::{self, Settings};
+use crate::logging::{LogHandle, format_duration};
+use crate::notify::{self, Notifier};
+use crate::state::Store;
+use crate::systemd::{Jobs, Router, Signals, Systemd, SystemdError};
+use attempts::Attempts;
+use engine::{Action, Engine, Input, Listing, Mode};
+use narrate::Line;
+pub use status::OnceReport;
+
+/// Bound on waiting for in-flight restart jobs at shutdown.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(10);
+
+/// Requests from outside the loop (signals today; the control socket later).
+#[derive(Debug)]
+pub enum Command {
+    Reload,
+}
+
+/// The daemon: runs until `shutdown` resolves. `commands` carries reload requests.
+pub async fn run(
+    settings: Settings,
+    log: Option<LogHandle>,
+    alerts: Alerts,
+    shutdown: impl Future<Output = ()>,
+    commands: mpsc::Receiver<Command>,
+) -> anyhow::Result<()> {
+    let mut m = Monitor::new(settings, log, alerts, Mode::Daemon);
+    m.run(shutdown, commands).await;
+    Ok(())
+}
+
+/// One check-and-restart pass: runs until no attempt is pending, then reports.
+pub async fn once(settings: Settings, alerts: Alerts) -> anyhow::Result<OnceReport> {
+    let mut m = Monitor::new(settings, None, alerts, Mode::Once);
+    m.once().await
+}
+
+struct Monitor {
+    engine: Engine,
+    /// Actions decided before the first connection (routing of the configured units).
+    startup: Vec<Action>,
+    log: Option<LogHandle>,
+    store: Store,
+    notifier: Notifier,
+    alerts: Alerts,
+    router: Router,
+    jobs: Jobs,
+    attempts: Attempts,
+}
+
+impl Monitor {
+    fn new(settings: Settings, log: Option<LogHandle>, alerts: Alerts, mode: Mode) -> Monitor {
+        let store = Store::new(&settings.daemon.state_dir);
+        let now = Now::read();
+        let seed = u64::from(std::process::id()) ^ now.wall.as_nanosecond() as u64;
+        let (engine, startup) = Engine::new(settings, store.load(), mode, seed, &now);
+        Monitor {
+            engine,
+            startup,
+            log,
+            store,
+            notifier: Notifier::from_env(),
+            alerts,
+            router: Router::default(),
+            jobs: Jobs::default(),
+            attempts: Attempts::default(),
+        }
+    }
+
+    async fn connect(&self) -> Result<(Systemd, Signals), SystemdError> {
+        let sd = Systemd::connect(self.engine.settings().daemon.bus, self.jobs.clone()).await?;
+        let signals = sd.signals().await?;
+        Ok((sd, signals))
+    }
+
+    async fn run(
+        &mut self,
+        shutdown: impl Future<Output = ()>,
+        mut commands: mpsc::Receiver<Command>,
+    ) {
+        tokio::pin!(shutdown);
+        let startup = std::mem::take(&mut self.startup);
+        self.perform_local(startup);
+        let watchdog = notify::watchdog_period();
+        let mut next_watchdog = Instant::now();
+        let mut reconnect_delay = RECONNECT_FIRST;
+        'connection: loop {
+            // The loop is alive while it reconnects: each try (at most RECONNECT_MAX apart,
+            // plus one call's timeout) keeps systemd's watchdog fed.
+            if watchdog.is_some() {
+                self.notifier.watchdog();
+            }
+            let connected = tokio::select! {
+                _ = &mut shutdown => break 'connection,
+                c = self.connect() => c,
+            };
+            let failure = match connected {
+                Ok((sd, signals)) => {
+                    match self.step(&sd, Input::Connected).await {
+                        Ok(()) => {
+                            reconnect_delay = RECONNECT_FIRST;
+                            let ended = self
+                                .watch(
+                                    &sd,
+                                    signals,
+                                    &mut shutdown,
+                                    &mut commands,
+                                    watchdog,
+                                    &mut next_watchdog,
+                                )
+                                .await;
+                            match ended {
+                                Ended::Shutdown => return,
+                                Ended::ConnectionLost => continue 'connection,
+                            }
+                        }
+                        // E.g. access denied: retrying at once would spin, so back off.
+                        Err(e) => format!("cannot list units: {e}"),
+                    }
+                }
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(delay = %format_duration(reconnect_delay), "{failure}; retrying");
+            let wait = reconnect_delay;
+            reconnect_delay = (reconnect_delay * 2).min(RECONNECT_MAX);
+            tokio::select! {
+                _ = &mut shutdown => break 'connection,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        self.stop(None).await;
+    }
+
+    /// Serves one connection until shutdown or until the connection is lost.
+    async fn watch(
+        &mut self,
+        sd: &Systemd,
+        mut signals: Signals,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+        commands: &mut mpsc::Receiver<Command>,
+        watchdog: Option<Duration>,
+        next_watchdog: &mut Instant,
+    ) -> Ended {
+        loop {
+            let now = Now::read();
+            self.notifier.status(&self.engine.status_line(&now));
+            let mut wake = self.engine.wake_at(&now);
+            if watchdog.is_some() {
+                wake = wake.min(*next_watchdog);
+            }
+            let input = tokio::select! {
+                _ = shutdown.as_mut() => {
+                    self.stop(Some(&mut signals)).await;
+                    return Ended::Shutdown;
+                }
+                sig = signals.next(&self.router) => match sig {
+                    Some(sig) => Input::Signal(sig),
+                    None => {
+                        tracing::warn!("lost the D-Bus connection; reconnecting");
+                        return Ended::ConnectionLost;
+                    }
+                },
+                (name, outcome) = self.attempts.next() => Input::JobDone { name, outcome },
+                Some(cmd) = commands.recv() => match cmd {
+                    Command::Reload => self.read_config(),
+                },
+                _ = tokio::time::sleep_until(wake) => {
+                    if let Some(period) = watchdog
+                        && Instant::now() >= *next_watchdog
+                    {
+                        self.notifier.watchdog();
+                        *next_watchdog = Instant::now() + period;
+                    }
+                    Input::Timer
+                }
+            };
+            match self.step(sd, input).await {
+                Err(e) if e.is_connection_lost() => {
+                    tracing::warn!("{e}; reconnecting");
+                    return Ended::ConnectionLost;
+                }
+                Err(e) => tracing::warn!("poll refused by systemd: {e}"),
+                Ok(()) => {}
+            }
+        }
+    }
+
+    /// One pass: connect, poll, restart what is down (honouring backoff and verification),
+    /// until settled.
+    async fn once(&mut self) -> anyhow::Result<OnceReport> {
+        let startup = std::mem::take(&mut self.startup);
+        self.perform_local(startup);
+        let (sd, mut signals) = self.connect().await?;
+        self.step(&sd, Input::Connected).await?;
+        loop {
+            let now = Now::read();
+            if self.engine.settled(&now) && self.attempts.is_empty() {
+                break;
+            }
+            let wake = self.engine.wake_at(&now);
+            let input = tokio::select! {
+                sig = signals.next(&self.router) => match sig {
+                    Some(sig) => Input::Signal(sig),
+                    None => anyhow::bail!("lost the D-Bus connection"),
+                },
+                (name, outcome) = self.attempts.next() => Input::JobDone { name, outcome },
+                _ = tokio::time::sleep_until(wake) => Input::Timer,
+            };
+            self.step(&sd, input).await?;
+        }
+        self.store.save(&self.engine.episodes());
+        Ok(self.engine.once_report())
+    }
+
+    /// Reads the config file for a reload; the engine decides what follows.
+    fn read_config(&mut self) -> Input {
+        let path = self.engine.settings().path.clone();
+        match config::load(&path) {
+            Ok(new) => {
+                self.notifier.send("RELOADING=1");
+                if let Some(log) = &self.log {
+                    log.set_level(new.daemon.log.level);
+                }
+                Input::Reload(Box::new(new))
+            }
+            Err(e) => Input::ReloadFailed(e.to_string()),
+        }
+    }
+
+    /// Hands `input` to the engine and carries out what it decides.
+    async fn step(&mut self, sd: &Systemd, input: Input) -> Result<(), SystemdError> {
+        let actions = self.engine.handle(input, &Now::read());
+        self.execute(sd, actions).await
+    }
+
+    /// Carries out `actions` in order. An action that asks the manager something feeds the
+    /// answer straight back, and what the engine decides on it is carried out before the rest.
+    /// Returns the first failed poll, after doing everything else.
+    async fn execute(&mut self, sd: &Systemd, actions: Vec<Action>) -> Result<(), SystemdError> {
+        let mut todo = actions;
+        todo.reverse();
+        let mut failure = None;
+        while let Some(action) = todo.pop() {
+            let answer = match action {
+                Action::Poll { names, patterns } => match poll(sd, names, &patterns).await {
+                    Ok(listing) => Some(Input::Listed(listing)),
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                        None
+                    }
+                },
+                Action::Confirm(name) => {
+                    let fresh = match sd.list_by_names(std::slice::from_ref(&name)).await {
+                        Ok(rows) => rows.into_iter().next(),
+                        Err(e) => {
+                            tracing::debug!(unit = %name, "cannot confirm state: {e}");
+                            None
+                        }
+                    };
+                    Some(Input::Confirmed { name, fresh })
+                }
+                Action::Read(name) => match sd.list_by_names(std::slice::from_ref(&name)).await {
+                    Ok(rows) => Some(Input::Discovered(rows)),
+                    Err(e) => {
+                        tracing::warn!(unit = %name, "cannot read new unit: {e}");
+                        None
+                    }
+                },
+                Action::Subscribe => {
+                    if let Err(e) = sd.subscribe().await {
+                        tracing::warn!("subscribe failed: {e}");
+                    }
+                    None
+                }
+                Action::Restart { unit, reset } => {
+                    self.attempts.start(sd, unit, reset);
+                    None
+                }
+                local => {
+                    self.perform_local(vec![local]);
+                    None
+                }
+            };
+            if let Some(input) = answer {
+                let more = self.engine.handle(input, &Now::read());
+                todo.extend(more.into_iter().rev());
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// The actions that need no bus: routing, files, logs, alerts, notifications.
+    fn perform_local(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Watch(name) => self.router.watch(&name),
+                Action::Follow(name, path) => {
+                    self.router.follow(&name, &path);
+                }
+                Action::Unwatch(name) => self.router.unwatch(&name),
+                Action::Persist(episodes) => self.store.save(&episodes),
+                Action::Log(line) => emit(&line),
+                Action::Alert(ev) => self.alerts.send(ev),
+                Action::Ready => {
+                    let status = self.engine.status_line(&Now::read());
+                    self.notifier.ready(&status);
+                }
+                other => tracing::debug!("not carried out without a connection: {other:?}"),
+            }
+        }
+    }
+
+    /// Waits (bounded) for restart jobs in flight, still reading signals so their job ends
+    /// are delivered, then saves the state.
+    async fn stop(&mut self, mut signals: Option<&mut Signals>) {
+        self.notifier.send("STOPPING=1");
+        let actions = self.engine.handle(Input::Stopping, &Now::read());
+        self.perform_local(actions);
+        let deadline = Instant::now() + SHUTDOWN_WAIT;
+        while !self.attempts.is_empty() {
+            let signal = async {
+                match signals.as_deref_mut() {
+                    Some(s) => s.next(&self.router).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                (name, outcome) = self.attempts.next() => {
+                    tracing::info!(unit = %name, "restart job finished during shutdown: {outcome:?}");
+                }
+                sig = signal => if sig.is_none() {
+                    signals = None;
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        self.store.save(&self.engine.episodes());
+    }
+}
+
+enum Ended {
+    Shutdown,
+    ConnectionLost,
+}
+
+async fn poll(
+    sd: &Systemd,
+    names: Vec<crate::unit::UnitName>,
+    patterns: &[String],
+) -> Result<Listing, SystemdError> {
+    let by_name = sd.list_by_names(&names).await?;
+    let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
+    let by_pattern = sd.list_by_patterns(&patterns).await?;
+    Ok(Listing {
+        asked: names,
+        by_name,
+        by_pattern,
+    })
+}
+
+/// Writes `line` through tracing, with only the fields it has.
+fn emit(line: &Line) {
+    macro_rules! at {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                unit = line.unit.as_ref().map(display),
+                state = line.state.as_deref(),
+                sub = line.sub.as_deref(),
+                action = line.action,
+                attempt = line.attempt.map(|(k, n)| display(format!("{k}/{n}"))),
+                result = line.result.as_deref(),
+                delay = line.delay.map(|d| display(format_duration(d))),
+                dependency = line.dependency.as_ref().map(display),
+                restarts = line.restarts,
+                window = line.window.as_deref(),
+                interval = line.interval.map(|d| display(format_duration(d))),
+                units = line.units,
+                "{}",
+                line.message
+            )
+        };
+    }
+    match line.level {
+        tracing::Level::ERROR => at!(tracing::Level::ERROR),
+        tracing::Level::WARN => at!(tracing::Level::WARN),
+        tracing::Level::INFO => at!(tracing::Level::INFO),
+        tracing::Level::DEBUG => at!(tracing::Level::DEBUG),
+        tracing::Level::TRACE => at!(tracing::Level::TRACE),
+    }
+}

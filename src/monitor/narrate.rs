@@ -1,0 +1,330 @@
+//! Narration: what the restart machines decided, told as log lines and alert events. Pure:
+//! the same effects in the same context always read the same.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tracing::Level;
+
+use crate::alert::Event;
+use crate::config::EventKind;
+use crate::logging::format_duration;
+use crate::policy::{Effect, RestartPolicy};
+use crate::unit::{ActiveState, Observation, UnitName};
+
+/// One log line: a level, the `key=value` fields the SPEC names (each optional), a message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Line {
+    pub level: Level,
+    pub unit: Option<UnitName>,
+    pub state: Option<String>,
+    pub sub: Option<String>,
+    pub action: Option<&'static str>,
+    pub attempt: Option<(u32, u32)>,
+    pub result: Option<String>,
+    pub delay: Option<Duration>,
+    pub dependency: Option<UnitName>,
+    pub restarts: Option<u32>,
+    pub window: Option<String>,
+    pub interval: Option<Duration>,
+    pub units: Option<usize>,
+    pub message: String,
+}
+
+impl Line {
+    pub fn new(level: Level, message: impl Into<String>) -> Line {
+        Line {
+            level,
+            unit: None,
+            state: None,
+            sub: None,
+            action: None,
+            attempt: None,
+            result: None,
+            delay: None,
+            dependency: None,
+            restarts: None,
+            window: None,
+            interval: None,
+            units: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn info(message: impl Into<String>) -> Line {
+        Line::new(Level::INFO, message)
+    }
+
+    pub fn warn(message: impl Into<String>) -> Line {
+        Line::new(Level::WARN, message)
+    }
+
+    pub fn error(message: impl Into<String>) -> Line {
+        Line::new(Level::ERROR, message)
+    }
+
+    pub fn unit(mut self, unit: &UnitName) -> Line {
+        self.unit = Some(unit.clone());
+        self
+    }
+
+    pub fn action(mut self, action: &'static str) -> Line {
+        self.action = Some(action);
+        self
+    }
+
+    pub fn result(mut self, result: impl Into<String>) -> Line {
+        self.result = Some(result.into());
+        self
+    }
+
+    pub fn window(mut self, window: impl Into<String>) -> Line {
+        self.window = Some(window.into());
+        self
+    }
+
+    pub fn interval(mut self, interval: Duration) -> Line {
+        self.interval = Some(interval);
+        self
+    }
+
+    pub fn units(mut self, units: usize) -> Line {
+        self.units = Some(units);
+        self
+    }
+}
+
+/// What narration needs to know besides the effects.
+pub struct Scene<'a> {
+    pub unit: &'a UnitName,
+    pub obs: Option<&'a Observation>,
+    pub policy: &'a RestartPolicy,
+    /// The active critical window, if any.
+    pub window: Option<&'a str>,
+    /// The active window's `min_interval`, where it overrides `[email] min_interval`.
+    pub min_interval: Option<Duration>,
+    pub wall: Timestamp,
+}
+
+/// A log line and, when the people on call should hear of it, an alert event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Told {
+    pub line: Line,
+    pub event: Option<Event>,
+}
+
+/// The lines and events for `effects` of one unit, in order. `Persist` tells nothing.
+pub fn narrate(scene: &Scene<'_>, effects: &[Effect]) -> Vec<Told> {
+    let mut told: Vec<Told> = Vec::new();
+    for effect in effects {
+        if let Effect::Scheduled { attempt, of, delay } = effect {
+            // The plan belongs in the email about what just happened.
+            if let Some(ev) = told.iter_mut().rev().find_map(|t| t.event.as_mut()) {
+                ev.next = format!(
+                    "restart attempt {attempt}/{of} in {}",
+                    format_duration(*delay)
+                );
+            }
+        }
+        told.extend(tell(scene, effect));
+    }
+    told
+}
+
+fn tell(s: &Scene<'_>, effect: &Effect) -> Vec<Told> {
+    let name = s.unit;
+    let state = s.obs.map_or("unknown", |o| o.active.as_str());
+    let sub = s.obs.map_or(String::new(), |o| o.sub.to_string());
+    let line = |level: Level, message: String| Line {
+        state: Some(state.to_string()),
+        ..Line::new(level, message).unit(name)
+    };
+    let event = |kind: EventKind, detail: String| {
+        let mut ev = Event::new(kind, Some(name.clone()), s.wall, detail);
+        ev.result = s.obs.and_then(|o| o.result.as_ref()).map(|r| r.to_string());
+        ev.exec_status = s.obs.and_then(|o| o.exec_status());
+        ev.n_restarts = s.obs.and_then(|o| o.n_restarts);
+        ev.window = s.window.map(str::to_string);
+        ev.min_interval = s.min_interval;
+        ev
+    };
+    let only = |line: Line| vec![Told { line, event: None }];
+    let with = |line: Line, ev: Event| {
+        vec![Told {
+            line,
+            event: Some(ev),
+        }]
+    };
+    match effect {
+        Effect::Down => {
+            let mut l = line(Level::WARN, "unit is down".into());
+            l.sub = Some(sub.clone());
+            l.result = Some(
+                s.obs
+                    .and_then(|o| o.result.as_ref())
+                    .map_or("-".into(), |r| r.to_string()),
+            );
+            l.window = Some(s.window.unwrap_or("-").to_string());
+            with(
+                l,
+                event(EventKind::Down, format!("{name} is down ({state}/{sub})")),
+            )
+        }
+        Effect::Scheduled { attempt, of, delay } => {
+            let mut l = line(Level::INFO, "restart scheduled".into()).action("restart");
+            l.attempt = Some((*attempt, *of));
+            l.delay = Some(*delay);
+            only(l)
+        }
+        Effect::Attempt { attempt, of } => {
+            let mut lines = Vec::new();
+            if s.obs.is_some_and(|o| o.active == ActiveState::Failed) {
+                lines.push(
+                    line(
+                        Level::INFO,
+                        "clearing the failed state before restarting".into(),
+                    )
+                    .action("reset_failed"),
+                );
+            }
+            let mut l = line(Level::INFO, "restarting".into()).action("restart");
+            l.attempt = Some((*attempt, *of));
+            lines.push(l);
+            lines
+                .into_iter()
+                .map(|line| Told { line, event: None })
+                .collect()
+        }
+        Effect::Restarted { attempt, of } => {
+            let mut l = line(
+                Level::INFO,
+                "unit restarted and still active after verify_after".into(),
+            )
+            .action("restart")
+            .result("restarted");
+            l.attempt = Some((*attempt, *of));
+            let mut ev = event(
+                EventKind::Restarted,
+                format!("{name} was restarted and is active"),
+            );
+            ev.attempt = Some((*attempt, *of));
+            ev.next = "keep watching; the attempt counter resets once it has been healthy for reset_after".into();
+            with(l, ev)
+        }
+        Effect::AttemptFailed {
+            attempt,
+            of,
+            reason,
+        } => {
+            let mut l = line(Level::WARN, format!("restart attempt failed: {reason}"))
+                .action("restart")
+                .result("failed");
+            l.attempt = Some((*attempt, *of));
+            let mut ev = event(
+                EventKind::RestartFailed,
+                format!("restart attempt {attempt}/{of} of {name} failed: {reason}"),
+            );
+            ev.attempt = Some((*attempt, *of));
+            with(l, ev)
+        }
+        Effect::GaveUp { attempts } => {
+            let max = s.policy.max_attempts;
+            let (message, next) = match s.policy.give_up_cooldown {
+                Some(c) => (
+                    format!(
+                        "giving up: no more restarts until give_up_cooldown ({}) passes",
+                        format_duration(c)
+                    ),
+                    format!(
+                        "no more restarts; a new episode starts in {} if it is still down",
+                        format_duration(c)
+                    ),
+                ),
+                None => (
+                    "giving up: no more restarts (give_up_cooldown = \"never\")".to_string(),
+                    format!(
+                        "no more restarts until someone starts it by hand (systemctl start {name})"
+                    ),
+                ),
+            };
+            let mut l = line(Level::ERROR, message).action("give_up");
+            l.attempt = Some((*attempts, max));
+            let mut ev = event(
+                EventKind::GaveUp,
+                format!("{name} gave up after {attempts}/{max} restarts"),
+            );
+            ev.attempt = Some((*attempts, max));
+            ev.next = next;
+            with(l, ev)
+        }
+        Effect::Recovered => {
+            let l = line(Level::INFO, "unit is active again".into()).result("recovered");
+            let mut ev = event(EventKind::Recovered, format!("{name} is active again"));
+            ev.next = "keep watching".into();
+            with(l, ev)
+        }
+        Effect::EpisodeEnded => only(line(
+            Level::INFO,
+            "healthy for reset_after; attempt counter reset".into(),
+        )),
+        Effect::Rearmed => only(
+            line(
+                Level::INFO,
+                "give_up_cooldown passed; starting a new episode".into(),
+            )
+            .action("retry"),
+        ),
+        Effect::WaitSystemd => {
+            let mut l = line(
+                Level::INFO,
+                "systemd is handling this unit; leaving it alone".into(),
+            )
+            .action("wait_systemd");
+            l.sub = Some(sub);
+            only(l)
+        }
+        Effect::WaitDependency(dep) => {
+            let mut l = line(
+                Level::INFO,
+                "restart waits until the dependency is back and verified".into(),
+            )
+            .action("wait_dependency");
+            l.dependency = Some(dep.clone());
+            only(l)
+        }
+        Effect::Unloadable(load) => {
+            let mut l = line(
+                Level::ERROR,
+                "unit cannot be loaded; reporting only, never restarting".into(),
+            );
+            l.state = Some(load.to_string());
+            let mut ev = event(
+                EventKind::NotFound,
+                format!("{name} cannot be loaded ({load})"),
+            );
+            ev.next = "report only; unitwarden never restarts a unit systemd cannot load".into();
+            with(l, ev)
+        }
+        Effect::Flapping { restarts } => {
+            let mut l = line(
+                Level::WARN,
+                "flapping: systemd keeps restarting this unit".into(),
+            );
+            l.restarts = Some(*restarts);
+            let mut ev = event(
+                EventKind::Flapping,
+                format!("systemd restarted {name} {restarts} times within flap_window"),
+            );
+            ev.next = "left to systemd's Restart=; unitwarden acts if systemd gives up".into();
+            with(l, ev)
+        }
+        Effect::Persist => Vec::new(),
+    }
+}
+
+/// An event about unitwarden itself.
+pub fn about_self(kind: EventKind, detail: String, window: Option<&str>, wall: Timestamp) -> Event {
+    let mut ev = Event::new(kind, None, wall, detail);
+    ev.window = window.map(str::to_string);
+    ev
+}

@@ -1,0 +1,160 @@
+//! The watched units: each holds its own rules, its restart machine and what was last seen
+//! of it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::config::Settings;
+use crate::policy::{Deps, Episode, RestartPolicy, UnitMachine, holds_dependents};
+use crate::systemd::UnitPath;
+use crate::unit::{Observation, UnitName, UnitPattern};
+
+/// What the config says about one unit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rules {
+    pub policy: RestartPolicy,
+    pub depends_on: Vec<UnitName>,
+    /// Configured by name rather than picked up by a glob: listed by name (so not-found is
+    /// seen), and `restart_inactive` applies.
+    pub exact: bool,
+}
+
+impl Rules {
+    /// The rules of the `[[unit]]` entry that governs `name`, if any.
+    pub fn of(settings: &Settings, name: &UnitName) -> Option<Rules> {
+        let entry = &settings.units[settings.entry_for(name)?];
+        Some(Rules {
+            policy: entry.policy.clone(),
+            depends_on: entry.depends_on.clone(),
+            exact: matches!(entry.pattern, UnitPattern::Exact(_)),
+        })
+    }
+
+    /// `restart_inactive` applies to configured names only: glob instances come and go, and
+    /// one an operator stopped (or only looked at) must not be started again.
+    pub fn restart_inactive(&self) -> bool {
+        self.exact && self.policy.restart_inactive
+    }
+}
+
+pub struct Watched {
+    pub rules: Rules,
+    pub machine: UnitMachine,
+    pub obs: Option<Observation>,
+    /// The real unit's path when this name is an alias, once followed.
+    pub alias: Option<UnitPath>,
+    /// A signal's view held back while a fresh read confirms the unit went down.
+    pub unconfirmed: Option<Observation>,
+}
+
+pub struct Registry {
+    units: BTreeMap<UnitName, Watched>,
+    seed: u64,
+}
+
+impl Registry {
+    /// `seed` spreads the backoff jitter of the units' machines.
+    pub fn new(seed: u64) -> Registry {
+        Registry {
+            units: BTreeMap::new(),
+            seed,
+        }
+    }
+
+    /// Starts watching `name`; false if it already is.
+    pub fn watch(&mut self, name: UnitName, rules: Rules, episode: Option<Episode>) -> bool {
+        if self.units.contains_key(&name) {
+            return false;
+        }
+        // An LCG step per unit: each machine gets its own jitter sequence.
+        self.seed = self
+            .seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.units.insert(
+            name,
+            Watched {
+                rules,
+                machine: UnitMachine::new(episode, self.seed),
+                obs: None,
+                alias: None,
+                unconfirmed: None,
+            },
+        );
+        true
+    }
+
+    pub fn unwatch(&mut self, name: &UnitName) -> bool {
+        self.units.remove(name).is_some()
+    }
+
+    pub fn get(&self, name: &UnitName) -> Option<&Watched> {
+        self.units.get(name)
+    }
+
+    pub fn get_mut(&mut self, name: &UnitName) -> Option<&mut Watched> {
+        self.units.get_mut(name)
+    }
+
+    pub fn contains(&self, name: &UnitName) -> bool {
+        self.units.contains_key(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&UnitName, &Watched)> {
+        self.units.iter()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&UnitName, &mut Watched)> {
+        self.units.iter_mut()
+    }
+
+    pub fn names(&self) -> Vec<UnitName> {
+        self.units.keys().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.units.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.units.is_empty()
+    }
+
+    /// Whether `name` may make its attempt now, by the dependency rule of `policy`.
+    pub fn deps(&self, name: &UnitName) -> Deps {
+        let Some(w) = self.units.get(name) else {
+            return Deps::Ready;
+        };
+        w.rules
+            .depends_on
+            .iter()
+            .find(|dep| {
+                self.units
+                    .get(*dep)
+                    .is_some_and(|d| holds_dependents(&d.machine))
+            })
+            .map_or(Deps::Ready, |dep| Deps::Waiting(dep.clone()))
+    }
+
+    /// The episodes to persist.
+    pub fn episodes(&self) -> BTreeMap<UnitName, Episode> {
+        self.units
+            .iter()
+            .filter_map(|(n, w)| Some((n.clone(), w.machine.episode()?.clone())))
+            .collect()
+    }
+
+    /// Whether any unit has an attempt scheduled, running or being verified.
+    pub fn any_busy(&self) -> bool {
+        self.units.values().any(|w| w.machine.is_busy())
+    }
+
+    /// The longest `verify_after` of the watched units.
+    pub fn max_verify(&self) -> Duration {
+        self.units
+            .values()
+            .map(|w| w.rules.policy.verify_after)
+            .max()
+            .unwrap_or_default()
+    }
+}

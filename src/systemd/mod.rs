@@ -1,0 +1,233 @@
+//! The systemd manager over D-Bus: the only module that speaks zbus. Everything it hands out is
+//! typed (`UnitName`, `ActiveState`, `JobResult`, object paths), never raw bus values.
+
+mod jobs;
+mod path;
+mod signals;
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+use zbus::message::Flags;
+use zbus::{Connection, Message, OwnedObjectPath};
+
+use crate::unit::{ActiveState, JobResult, LoadState, Observation, SubState, UnitName};
+pub use jobs::Jobs;
+pub use path::{JobPath, Router, UnitPath};
+pub use signals::{Signal, Signals, UnitUpdate};
+
+const DEST: &str = "org.freedesktop.systemd1";
+const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
+const MANAGER: &str = "org.freedesktop.systemd1.Manager";
+/// A manager that does not answer within this is treated as a bus failure, so one stuck call
+/// cannot stall the watchdog.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Which bus the manager is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    System,
+    User,
+}
+
+impl fmt::Display for BusKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BusKind::System => "system",
+            BusKind::User => "user",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SystemdError {
+    #[error("cannot connect to the {bus} bus: {source}")]
+    Connect { bus: BusKind, source: zbus::Error },
+    /// The manager answered with a D-Bus error (e.g. `org.freedesktop.systemd1.NoSuchUnit`,
+    /// access denied): the connection itself is fine.
+    #[error("{name}: {message}")]
+    Refused { name: String, message: String },
+    #[error("D-Bus: {0}")]
+    Bus(zbus::Error),
+}
+
+impl SystemdError {
+    /// Whether the connection should be rebuilt.
+    pub fn is_connection_lost(&self) -> bool {
+        !matches!(self, SystemdError::Refused { .. })
+    }
+}
+
+impl From<zbus::Error> for SystemdError {
+    fn from(e: zbus::Error) -> Self {
+        match e {
+            zbus::Error::MethodError(name, message, _) => SystemdError::Refused {
+                name: name.to_string(),
+                message: message.unwrap_or_default(),
+            },
+            other => SystemdError::Bus(other),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, SystemdError>;
+
+/// One unit as listed by the manager.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnitStatus {
+    pub name: UnitName,
+    pub observation: Observation,
+    /// The unit's object path as the manager gives it (an alias's is the real unit's).
+    pub path: UnitPath,
+}
+
+/// A job we queued; resolves when the manager removes it.
+pub struct Job {
+    pub path: JobPath,
+    removed: tokio::sync::oneshot::Receiver<JobResult>,
+}
+
+impl Job {
+    /// How the job ended; `None` if its `JobRemoved` can no longer arrive (the watch loop that
+    /// reads signals is gone).
+    pub async fn finished(self) -> Option<JobResult> {
+        self.removed.await.ok()
+    }
+}
+
+#[derive(Clone)]
+pub struct Systemd {
+    conn: Connection,
+    jobs: Jobs,
+}
+
+impl Systemd {
+    /// `jobs` outlives connections, so an attempt that started before a reconnect still hears
+    /// how its job ended.
+    pub async fn connect(bus: BusKind, jobs: Jobs) -> Result<Systemd> {
+        let builder = match bus {
+            BusKind::System => zbus::connection::Builder::system(),
+            BusKind::User => zbus::connection::Builder::session(),
+        };
+        let conn = builder
+            .method_timeout(CALL_TIMEOUT)
+            .build()
+            .await
+            .map_err(|source| SystemdError::Connect { bus, source })?;
+        Ok(Systemd { conn, jobs })
+    }
+
+    /// Opens the signal streams first, then subscribes, so nothing emitted after `Subscribe`
+    /// can be missed.
+    pub async fn signals(&self) -> Result<Signals> {
+        let signals = Signals::open(&self.conn, self.jobs.clone()).await?;
+        self.subscribe().await?;
+        Ok(signals)
+    }
+
+    /// Without a subscriber, systemd 252 emits no unit or job signals at all.
+    pub async fn subscribe(&self) -> Result<()> {
+        match self.manager_call("Subscribe", &()).await {
+            Ok(_) => Ok(()),
+            // Already subscribed on this connection (e.g. manager state serialized across
+            // daemon-reexec): that is what we wanted.
+            Err(SystemdError::Refused { name, .. }) if name.ends_with("AlreadySubscribed") => {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One row per name, in order; an alias comes back under the real unit's name and path.
+    pub async fn list_by_names(&self, names: &[UnitName]) -> Result<Vec<UnitStatus>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<&str> = names.iter().map(UnitName::as_str).collect();
+        let reply = self.manager_call("ListUnitsByNames", &(names,)).await?;
+        Ok(parse_listing(reply.body().deserialize()?))
+    }
+
+    pub async fn list_by_patterns(&self, patterns: &[&str]) -> Result<Vec<UnitStatus>> {
+        if patterns.is_empty() {
+            return Ok(Vec::new());
+        }
+        let states: &[&str] = &[];
+        let reply = self
+            .manager_call("ListUnitsByPatterns", &(states, patterns))
+            .await?;
+        Ok(parse_listing(reply.body().deserialize()?))
+    }
+
+    /// `ResetFailedUnit` (clears the start limiter) then `RestartUnit(name, "replace")`, in one
+    /// round trip: the reset goes out without waiting for its reply, and the manager handles a
+    /// connection's calls in order. A refused reset shows as a failed restart.
+    pub async fn reset_and_restart(&self, name: &UnitName) -> Result<Job> {
+        let reset = Message::method_call(MANAGER_PATH, "ResetFailedUnit")
+            .destination(DEST)
+            .interface(MANAGER)
+            .with_flags(Flags::NO_REPLY_EXPECTED)
+            .build(&(name.as_str(),))?;
+        self.conn.send(&reset).await?;
+        self.restart(name).await
+    }
+
+    /// Queues `RestartUnit(name, "replace")`.
+    pub async fn restart(&self, name: &UnitName) -> Result<Job> {
+        let call = self.jobs.call_out();
+        let reply = self
+            .manager_call("RestartUnit", &(name.as_str(), "replace"))
+            .await?;
+        let job: OwnedObjectPath = reply.body().deserialize()?;
+        let path = JobPath::from_bus(job.as_str());
+        let removed = self.jobs.claim(path.clone());
+        drop(call);
+        Ok(Job { path, removed })
+    }
+
+    async fn manager_call<B>(&self, method: &str, body: &B) -> Result<Message>
+    where
+        B: serde::Serialize + zbus::DynamicType,
+    {
+        Ok(self
+            .conn
+            .call_method(Some(DEST), MANAGER_PATH, Some(MANAGER), method, body)
+            .await?)
+    }
+}
+
+type Listing = Vec<(
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    OwnedObjectPath,
+    u32,
+    String,
+    OwnedObjectPath,
+)>;
+
+fn parse_listing(rows: Listing) -> Vec<UnitStatus> {
+    rows.into_iter()
+        .filter_map(
+            |(name, _desc, load, active, sub, _following, path, job_id, ..)| {
+                let name = UnitName::parse(&name).ok()?;
+                let mut observation = Observation::new(
+                    LoadState::parse(&load),
+                    ActiveState::parse(&active),
+                    SubState::new(&sub),
+                );
+                observation.job_pending = job_id != 0;
+                Some(UnitStatus {
+                    name,
+                    observation,
+                    path: UnitPath::from_bus(path.as_str()),
+                })
+            },
+        )
+        .collect()
+}

@@ -1,0 +1,193 @@
+//! The signals the manager sends without being asked, decoded into typed news about the
+//! watched units. `JobRemoved` never leaves this module: it goes to the attempt that owns the
+//! job (see `jobs`).
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::pin::Pin;
+
+use futures_core::Stream;
+use zbus::message::Type as MsgType;
+use zbus::{Connection, MatchRule, MessageStream, OwnedObjectPath, OwnedVariant};
+
+use super::jobs::Jobs;
+use super::path::{JobPath, Router};
+use super::{DEST, MANAGER_PATH, Result};
+use crate::unit::{
+    ActiveState, JobResult, LoadState, Observation, ServiceResult, SubState, UnitName,
+};
+
+const UNIT_IFACE: &str = "org.freedesktop.systemd1.Unit";
+const SERVICE_IFACE: &str = "org.freedesktop.systemd1.Service";
+
+/// Partial news about a unit from `PropertiesChanged`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UnitUpdate {
+    pub load: Option<LoadState>,
+    pub active: Option<ActiveState>,
+    pub sub: Option<SubState>,
+    pub result: Option<ServiceResult>,
+    pub n_restarts: Option<u32>,
+    pub job_pending: Option<bool>,
+    pub exec_main_code: Option<i32>,
+    pub exec_main_status: Option<i32>,
+}
+
+impl UnitUpdate {
+    pub fn apply(&self, obs: &mut Observation) {
+        if let Some(l) = self.load {
+            obs.load = l;
+        }
+        if let Some(a) = self.active {
+            obs.active = a;
+        }
+        if let Some(s) = &self.sub {
+            obs.sub = s.clone();
+        }
+        if let Some(r) = &self.result {
+            obs.result = Some(r.clone());
+        }
+        if let Some(n) = self.n_restarts {
+            obs.n_restarts = Some(n);
+        }
+        if let Some(j) = self.job_pending {
+            obs.job_pending = j;
+        }
+        if let (Some(code), Some(status)) = (self.exec_main_code, self.exec_main_status) {
+            obs.exec_main = Some((code, status));
+        }
+    }
+}
+
+/// What the manager tells us about the watched units and itself.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Signal {
+    /// A watched unit's properties changed.
+    Unit { name: UnitName, update: UnitUpdate },
+    /// The manager loaded a unit (perhaps an instance a glob should pick up).
+    UnitNew(UnitName),
+    /// `Reloading(false)`: a daemon-reload finished; states may have moved silently.
+    Reloaded,
+    /// `org.freedesktop.systemd1` got a new owner (daemon-reexec, or a restarted user manager).
+    ManagerRestarted,
+}
+
+/// The live signal streams of one connection.
+pub struct Signals {
+    systemd: MessageStream,
+    owner: MessageStream,
+    jobs: Jobs,
+}
+
+impl Signals {
+    pub(super) async fn open(conn: &Connection, jobs: Jobs) -> Result<Signals> {
+        let systemd = MatchRule::builder()
+            .msg_type(MsgType::Signal)
+            .path_namespace(MANAGER_PATH)
+            .build()?;
+        let owner = MatchRule::builder()
+            .msg_type(MsgType::Signal)
+            .sender("org.freedesktop.DBus")
+            .interface("org.freedesktop.DBus")
+            .member("NameOwnerChanged")
+            .arg(0, DEST)
+            .build()?;
+        // After Subscribe this carries the whole host's unit and job traffic; a full queue
+        // would hold up method replies too, so leave room for bursts (boot, mass restarts).
+        let systemd = MessageStream::for_match_rule(systemd, conn, NonZeroUsize::new(4096)).await?;
+        let owner = MessageStream::for_match_rule(owner, conn, None).await?;
+        Ok(Signals {
+            systemd,
+            owner,
+            jobs,
+        })
+    }
+
+    /// The next signal about a unit `router` knows or about the manager; `None` when the
+    /// connection is gone. Job removals are delivered to their attempts on the way.
+    pub async fn next(&mut self, router: &Router) -> Option<Signal> {
+        loop {
+            let msg = tokio::select! {
+                m = next_item(&mut self.systemd) => m?,
+                m = next_item(&mut self.owner) => m?,
+            };
+            let Ok(msg) = msg else { continue };
+            match decode(&msg, router) {
+                Some(Decoded::Signal(sig)) => return Some(sig),
+                Some(Decoded::JobRemoved(job, result)) => {
+                    self.jobs.removed(job, result);
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+async fn next_item<S: Stream + Unpin>(s: &mut S) -> Option<S::Item> {
+    std::future::poll_fn(|cx| Pin::new(&mut *s).poll_next(cx)).await
+}
+
+enum Decoded {
+    Signal(Signal),
+    JobRemoved(JobPath, JobResult),
+}
+
+fn decode(msg: &zbus::Message, router: &Router) -> Option<Decoded> {
+    let header = msg.header();
+    let member = header.member()?.as_str();
+    let body = msg.body();
+    let signal = match member {
+        "PropertiesChanged" => {
+            let name = router.resolve(header.path()?.as_str())?.clone();
+            let (iface, changed, _): (String, HashMap<String, OwnedVariant>, Vec<String>) =
+                body.deserialize().ok()?;
+            if iface != UNIT_IFACE && iface != SERVICE_IFACE {
+                return None;
+            }
+            let update = unit_update(&changed);
+            (update != UnitUpdate::default()).then_some(Signal::Unit { name, update })?
+        }
+        "JobRemoved" => {
+            let (_id, job, _unit, result): (u32, OwnedObjectPath, String, String) =
+                body.deserialize().ok()?;
+            return Some(Decoded::JobRemoved(
+                JobPath::from_bus(job.as_str()),
+                JobResult::parse(&result),
+            ));
+        }
+        "UnitNew" => {
+            let (name, _path): (String, OwnedObjectPath) = body.deserialize().ok()?;
+            Signal::UnitNew(UnitName::parse(&name).ok()?)
+        }
+        "Reloading" => {
+            let (active,): (bool,) = body.deserialize().ok()?;
+            (!active).then_some(Signal::Reloaded)?
+        }
+        "NameOwnerChanged" => {
+            let (_name, _old, new): (String, String, String) = body.deserialize().ok()?;
+            (!new.is_empty()).then_some(Signal::ManagerRestarted)?
+        }
+        _ => return None,
+    };
+    Some(Decoded::Signal(signal))
+}
+
+fn unit_update(changed: &HashMap<String, OwnedVariant>) -> UnitUpdate {
+    let text = |k: &str| changed.get(k).and_then(|v| String::try_from(&**v).ok());
+    let int = |k: &str| changed.get(k).and_then(|v| i32::try_from(&**v).ok());
+    UnitUpdate {
+        load: text("LoadState").map(|s| LoadState::parse(&s)),
+        active: text("ActiveState").map(|s| ActiveState::parse(&s)),
+        sub: text("SubState").map(|s| SubState::new(&s)),
+        result: text("Result").map(|s| ServiceResult::parse(&s)),
+        n_restarts: changed
+            .get("NRestarts")
+            .and_then(|v| u32::try_from(&**v).ok()),
+        job_pending: changed
+            .get("Job")
+            .and_then(|v| <(u32, OwnedObjectPath)>::try_from(&**v).ok())
+            .map(|(id, _)| id != 0),
+        exec_main_code: int("ExecMainCode"),
+        exec_main_status: int("ExecMainStatus"),
+    }
+}
