@@ -14,8 +14,8 @@ use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::alert::{Alerts, Event};
-use crate::config::{self, EventKind, Settings};
+use crate::alert::{Alerts, Event, EventKind};
+use crate::config::{self, Settings};
 use crate::logging::{LogHandle, format_duration};
 use crate::notify::{self, Notifier};
 use crate::policy::{Deps, Effect, Episode, Health, JobOutcome, RestartPolicy, UnitMachine};
