@@ -25,8 +25,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::Event;
-use crate::config::{EmailSettings, EventKind};
+use super::{Event, EventKind};
+use crate::config::EmailSettings;
 use crate::unit::UnitName;
 
 /// A thread without any email for this long is closed, so a forgotten incident cannot swallow
@@ -445,7 +445,7 @@ impl Planner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ALL_EVENTS;
+    use crate::alert::ALL_EVENTS;
 
     const S: u64 = 1;
     const M: u64 = 60;

@@ -25,6 +25,7 @@
 //! `state_dir/outbox` for the next start.
 //!
 //! # Inside
+//! - `event`: `Event` and its `EventKind` (the names `notify_on` selects).
 //! - `batch`: the pure planner (batching, dedup, reminders, threads), state in
 //!   `state_dir/alerts.json` (pending events included, so `kill -9` loses none).
 //! - `render`: subject and body. `journal`: the unit's last journal lines.
@@ -34,6 +35,7 @@
 
 pub mod batch;
 pub mod email;
+mod event;
 pub mod journal;
 pub mod outbox;
 pub mod render;
@@ -46,15 +48,15 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::config::{EmailSettings, EventKind};
+use crate::config::EmailSettings;
 use crate::unit::UnitName;
 use batch::{Draft, Planner, Pushed, Rules, State};
 pub use email::test_email;
 use email::{Compose, Mailer, Scope};
+pub use event::{ALL_EVENTS, Event, EventKind};
 pub use journal::Journal;
 use outbox::{Outbox, Stored};
 
@@ -66,54 +68,6 @@ pub const FLUSH_BOUND: Duration = Duration::from_secs(10);
 const RETRY_FIRST: Duration = Duration::from_secs(5);
 const RETRY_MAX: Duration = Duration::from_secs(300);
 const STATE_FILE: &str = "alerts.json";
-
-/// One thing worth telling the people on call.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Event {
-    pub kind: EventKind,
-    /// `None` for events about unitwarden itself (started, stopping, config_reload_failed).
-    pub unit: Option<UnitName>,
-    pub at: Timestamp,
-    /// Attempt k of N, when the event is about a restart attempt or a give-up.
-    pub attempt: Option<(u32, u32)>,
-    /// systemd's `Result=` of the unit (`exit-code`, `signal`, `watchdog`, ...).
-    pub result: Option<String>,
-    /// The main process's end, e.g. `code=killed, status=9/KILL`.
-    pub exec_status: Option<String>,
-    pub n_restarts: Option<u32>,
-    /// Names of the critical windows active at the time.
-    pub window: Option<String>,
-    /// What happened, one sentence.
-    pub detail: String,
-    /// What unitwarden will do next, one sentence.
-    pub next: String,
-    /// The active window's `min_interval`, when it overrides `[email] min_interval`.
-    #[serde(default)]
-    pub min_interval: Option<Duration>,
-}
-
-impl Event {
-    pub fn new(
-        kind: EventKind,
-        unit: Option<UnitName>,
-        at: Timestamp,
-        detail: impl Into<String>,
-    ) -> Event {
-        Event {
-            kind,
-            unit,
-            at,
-            attempt: None,
-            result: None,
-            exec_status: None,
-            n_restarts: None,
-            window: None,
-            detail: detail.into(),
-            next: String::new(),
-            min_interval: None,
-        }
-    }
-}
 
 #[derive(Default)]
 struct Counters {

@@ -9,9 +9,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-use super::Event;
 use super::batch::{Draft, Item, Suppressed};
-use crate::config::EventKind;
+use super::{Event, EventKind};
 use crate::unit::UnitName;
 
 /// Subjects longer than this (after the prefix) list fewer units and say how many more.

@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use tracing::Level;
 
 use crate::alert::Event;
-use crate::config::EventKind;
+use crate::alert::EventKind;
 use crate::logging::format_duration;
 use crate::policy::{Effect, RestartPolicy};
 use crate::unit::{ActiveState, Observation, UnitName};

@@ -15,8 +15,9 @@ use tokio::time::Instant;
 use super::engine::{Action, Engine, Input, Listing, Mode};
 use super::narrate::Line;
 use crate::alert::Event;
+use crate::alert::EventKind;
 use crate::clock::{Now, add};
-use crate::config::{self, EventKind};
+use crate::config;
 use crate::policy::{Episode, JobOutcome};
 use crate::systemd::{Signal, UnitPath, UnitStatus, UnitUpdate};
 use crate::unit::{

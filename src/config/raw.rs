@@ -1,0 +1,254 @@
+//! The config file as written: serde structs that reject unknown keys. Value-level checks live
+//! in the small `Deserialize` newtypes, so toml reports them at the offending value;
+//! cross-field checks are left to `validate`, which reads the `Spanned` positions kept here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+use super::{BusKind, Tls, parse_duration};
+use crate::alert::EventKind;
+use crate::logging::{LogFormat, LogLevel, Rotation};
+use crate::unit::{UnitName, UnitPattern};
+use crate::window;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) daemon: RawDaemon,
+    #[serde(default)]
+    pub(super) restart: RawRestart,
+    #[serde(default, rename = "window")]
+    pub(super) windows: Vec<Spanned<RawWindow>>,
+    #[serde(default, rename = "unit")]
+    pub(super) units: Vec<Spanned<RawUnit>>,
+    pub(super) email: Option<Spanned<RawEmail>>,
+    pub(super) metrics: Option<RawMetrics>,
+    pub(super) resources: Option<RawResources>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDaemon {
+    pub(super) bus: Option<BusKind>,
+    pub(super) interval: Option<PositiveDur>,
+    pub(super) log_dir: Option<PathBuf>,
+    pub(super) log_rotation: Option<Rotation>,
+    pub(super) log_keep: Option<Spanned<usize>>,
+    pub(super) log_level: Option<LogLevel>,
+    pub(super) log_format: Option<LogFormat>,
+    pub(super) state_dir: Option<PathBuf>,
+    pub(super) control_socket: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRestart {
+    pub(super) max_attempts: Option<Spanned<u32>>,
+    pub(super) backoff_initial: Option<Dur>,
+    pub(super) backoff_multiplier: Option<Spanned<f64>>,
+    pub(super) backoff_max: Option<Dur>,
+    pub(super) verify_after: Option<Dur>,
+    pub(super) reset_after: Option<Dur>,
+    pub(super) give_up_cooldown: Option<Cooldown>,
+    pub(super) restart_inactive: Option<bool>,
+    pub(super) flap_restarts: Option<u32>,
+    pub(super) flap_window: Option<PositiveDur>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWindow {
+    pub(super) name: Spanned<String>,
+    pub(super) days: Option<Vec<Day>>,
+    pub(super) start: HhMm,
+    pub(super) end: Spanned<HhMm>,
+    pub(super) timezone: Option<Tz>,
+    pub(super) interval: Option<PositiveDur>,
+    pub(super) failures: Option<Positive>,
+    pub(super) min_interval: Option<Dur>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUnit {
+    pub(super) name: Spanned<Pattern>,
+    #[serde(default)]
+    pub(super) depends_on: Vec<Spanned<Name>>,
+    pub(super) probe: Option<Spanned<RawProbe>>,
+    // Per-unit overrides of [restart].
+    pub(super) max_attempts: Option<Spanned<u32>>,
+    pub(super) backoff_initial: Option<Dur>,
+    pub(super) backoff_multiplier: Option<Spanned<f64>>,
+    pub(super) backoff_max: Option<Dur>,
+    pub(super) verify_after: Option<Dur>,
+    pub(super) reset_after: Option<Dur>,
+    pub(super) give_up_cooldown: Option<Cooldown>,
+    pub(super) restart_inactive: Option<bool>,
+    pub(super) flap_restarts: Option<u32>,
+    pub(super) flap_window: Option<PositiveDur>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProbe {
+    pub(super) http: Option<String>,
+    pub(super) tcp: Option<String>,
+    pub(super) exec: Option<Vec<String>>,
+    pub(super) expect_status: Option<u16>,
+    pub(super) expect_body: Option<String>,
+    pub(super) timeout: Option<PositiveDur>,
+    pub(super) failures: Option<Positive>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEmail {
+    pub(super) smtp_host: Option<String>,
+    pub(super) smtp_port: Option<u16>,
+    pub(super) tls: Option<Spanned<Tls>>,
+    pub(super) tls_verify: Option<Spanned<bool>>,
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) timeout: Option<PositiveDur>,
+    pub(super) username: Option<String>,
+    pub(super) password_file: Option<PathBuf>,
+    pub(super) password: Option<String>,
+    pub(super) from: Option<Address>,
+    pub(super) to: Spanned<Vec<Address>>,
+    pub(super) subject_prefix: Option<String>,
+    pub(super) batch_window: Option<Dur>,
+    pub(super) min_interval: Option<Dur>,
+    pub(super) journal_lines: Option<u32>,
+    pub(super) remind_after: Option<Vec<PositiveDur>>,
+    pub(super) outbox_max_age: Option<PositiveDur>,
+    pub(super) notify_on: Option<Vec<EventKind>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub(super) listen: Listen,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawResources {
+    pub(super) resource_interval: Option<PositiveDur>,
+    #[serde(default)]
+    pub(super) disk: Vec<RawDisk>,
+    pub(super) memory_max_used_percent: Option<Percent>,
+    pub(super) load_max: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDisk {
+    pub(super) path: PathBuf,
+    pub(super) max_used_percent: Percent,
+}
+
+macro_rules! string_newtype {
+    ($(#[$doc:meta])* $name:ident($inner:ty), $parse:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug)]
+        pub(super) struct $name(pub(super) $inner);
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                let f: fn(&str) -> Result<$inner, String> = $parse;
+                f(&s).map($name).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+string_newtype!(
+    /// Any humantime duration, zero included.
+    Dur(Duration),
+    parse_duration
+);
+string_newtype!(
+    /// A humantime duration that must be longer than zero (intervals, timeouts).
+    PositiveDur(Duration),
+    |s| match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("duration {s:?} must be longer than zero")),
+        d => Ok(d),
+    }
+);
+string_newtype!(
+    /// A duration or "never".
+    Cooldown(Option<Duration>),
+    |s| if s == "never" { Ok(None) } else { parse_duration(s).map(Some) }
+);
+string_newtype!(HhMm(jiff::civil::Time), window::parse_hhmm);
+string_newtype!(Day(jiff::civil::Weekday), window::parse_day);
+string_newtype!(Tz((String, jiff::tz::TimeZone)), |s| {
+    jiff::tz::TimeZone::get(s)
+        .map(|tz| (s.to_string(), tz))
+        .map_err(|_| {
+            format!("unknown time zone {s:?} (expected an IANA name such as \"Europe/Istanbul\")")
+        })
+});
+string_newtype!(Pattern(UnitPattern), UnitPattern::parse);
+string_newtype!(Name(UnitName), UnitName::parse);
+string_newtype!(Address(String), parse_address);
+string_newtype!(Listen(SocketAddr), |s| s.parse().map_err(|_| format!(
+    "{s:?} is not an address:port such as \"127.0.0.1:9717\""
+)));
+
+/// A count that must be at least 1.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Positive(pub(super) u32);
+impl<'de> Deserialize<'de> for Positive {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u32::deserialize(d)? {
+            0 => Err(serde::de::Error::custom("must be at least 1")),
+            n => Ok(Positive(n)),
+        }
+    }
+}
+
+/// A percentage in (0, 100].
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Percent(pub(super) f64);
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = f64::deserialize(d)?;
+        if v > 0.0 && v <= 100.0 {
+            Ok(Percent(v))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "{v} is not a percentage in (0, 100]"
+            )))
+        }
+    }
+}
+
+/// A deliberately small check: a mistyped address must fail at load, not at 08:00 on a Monday.
+fn parse_address(s: &str) -> Result<String, String> {
+    let addr = s.trim();
+    let bare = match (addr.rfind('<'), addr.ends_with('>')) {
+        (Some(i), true) => &addr[i + 1..addr.len() - 1],
+        _ => addr,
+    };
+    let ok = match bare.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !bare.contains(char::is_whitespace)
+                && !domain.contains('@')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        }
+        None => false,
+    };
+    if ok {
+        Ok(addr.to_string())
+    } else {
+        Err(format!("{s:?} is not an email address"))
+    }
+}

@@ -1,0 +1,603 @@
+//! From the file's raw shape to [`Settings`]: defaults, cross-field checks (duplicates,
+//! `depends_on`, cycles), and the `PATH:LINE:COL` of every error.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::raw::{RawConfig, RawEmail, RawProbe, RawRestart, Tz};
+use super::{
+    BusKind, ConfigError, DaemonSettings, EmailSettings, MetricsSettings, ProbeCheck,
+    ProbeSettings, ResourceSettings, Settings, Tls, UnitSettings, hostname,
+};
+use crate::alert::ALL_EVENTS;
+use crate::logging::{LogFormat, LogLevel, LogSettings, Rotation};
+use crate::policy::RestartPolicy;
+use crate::unit::{UnitName, UnitPattern};
+use crate::window::{Calendar, DaySet, Window};
+
+/// See [`super::parse`].
+pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError> {
+    let err = |span: Option<Range<usize>>, message: String| {
+        let (line, col) = line_col(text, span.map(|s| s.start).unwrap_or(0));
+        ConfigError::Invalid {
+            path: path.display().to_string(),
+            line,
+            col,
+            message,
+        }
+    };
+    let raw: RawConfig =
+        toml::from_str(text).map_err(|e| err(e.span(), clean_message(e.message())))?;
+
+    let d = raw.daemon;
+    let log_keep = match d.log_keep {
+        Some(k) if *k.get_ref() == 0 => {
+            return Err(err(Some(k.span()), "log_keep must be at least 1".into()));
+        }
+        Some(k) => k.into_inner(),
+        None => 14,
+    };
+    let daemon = DaemonSettings {
+        bus: d.bus.unwrap_or(BusKind::System),
+        interval: d.interval.map_or(Duration::from_secs(60), |d| d.0),
+        log: LogSettings {
+            dir: Some(d.log_dir.unwrap_or_else(|| "/var/log/unitwarden".into())),
+            rotation: d.log_rotation.unwrap_or(Rotation::Daily),
+            keep: log_keep,
+            level: d.log_level.unwrap_or(LogLevel::Info),
+            format: d.log_format.unwrap_or(LogFormat::Text),
+        },
+        state_dir: d.state_dir.unwrap_or_else(|| "/var/lib/unitwarden".into()),
+        control_socket: d
+            .control_socket
+            .unwrap_or_else(|| "/run/unitwarden/control.sock".into()),
+    };
+
+    let defaults =
+        merge_restart(&RestartPolicy::default(), &raw.restart).map_err(|(s, m)| err(s, m))?;
+
+    let mut windows = Vec::new();
+    let mut window_names = BTreeSet::new();
+    for w in raw.windows {
+        let span = w.span();
+        let w = w.into_inner();
+        if !window_names.insert(w.name.get_ref().clone()) {
+            return Err(err(
+                Some(w.name.span()),
+                format!("window {:?} is defined twice", w.name.get_ref()),
+            ));
+        }
+        if w.name.get_ref().trim().is_empty() {
+            return Err(err(Some(w.name.span()), "window name is empty".into()));
+        }
+        if w.start.0 == w.end.get_ref().0 {
+            return Err(err(
+                Some(w.end.span()),
+                "window end equals its start".into(),
+            ));
+        }
+        let mut days = DaySet::default();
+        match &w.days {
+            Some(list) if list.is_empty() => {
+                return Err(err(
+                    Some(span),
+                    "window days is empty (omit it for every day)".into(),
+                ));
+            }
+            Some(list) => list.iter().for_each(|d| days.insert(d.0)),
+            None => days = DaySet::all(),
+        }
+        let (tz_name, tz) = match w.timezone {
+            Some(Tz((name, tz))) => (Some(name), tz),
+            None => (None, jiff::tz::TimeZone::system()),
+        };
+        windows.push(Window {
+            name: w.name.into_inner(),
+            days,
+            start: w.start.0,
+            end: w.end.into_inner().0,
+            tz,
+            tz_name,
+            interval: w.interval.map(|d| d.0),
+            failures: w.failures.map(|f| f.0),
+            min_interval: w.min_interval.map(|d| d.0),
+        });
+    }
+
+    let mut units = Vec::new();
+    let mut seen: BTreeMap<String, ()> = BTreeMap::new();
+    let mut deps_spans = Vec::new();
+    for u in raw.units {
+        let u = u.into_inner();
+        let name_span = u.name.span();
+        let pattern = u.name.into_inner().0;
+        if seen.insert(pattern.as_str().to_string(), ()).is_some() {
+            return Err(err(
+                Some(name_span),
+                format!("unit {pattern} is listed twice"),
+            ));
+        }
+        let overrides = RawRestart {
+            max_attempts: u.max_attempts,
+            backoff_initial: u.backoff_initial,
+            backoff_multiplier: u.backoff_multiplier,
+            backoff_max: u.backoff_max,
+            verify_after: u.verify_after,
+            reset_after: u.reset_after,
+            give_up_cooldown: u.give_up_cooldown,
+            restart_inactive: u.restart_inactive,
+            flap_restarts: u.flap_restarts,
+            flap_window: u.flap_window,
+        };
+        let policy = merge_restart(&defaults, &overrides).map_err(|(s, m)| err(s, m))?;
+        let probe = match u.probe {
+            Some(p) => Some(build_probe(p).map_err(|(s, m)| err(Some(s), m))?),
+            None => None,
+        };
+        let mut depends_on = Vec::new();
+        for dep in u.depends_on {
+            deps_spans.push((pattern.clone(), dep.get_ref().0.clone(), dep.span()));
+            depends_on.push(dep.into_inner().0);
+        }
+        units.push(UnitSettings {
+            pattern,
+            depends_on,
+            policy,
+            probe,
+        });
+    }
+    for (unit, dep, span) in &deps_spans {
+        let known = units
+            .iter()
+            .any(|u| matches!(&u.pattern, UnitPattern::Exact(n) if n == dep));
+        if !known {
+            return Err(err(
+                Some(span.clone()),
+                format!("{unit} depends on {dep}, which is not a configured [[unit]]"),
+            ));
+        }
+        if matches!(unit, UnitPattern::Exact(n) if n == dep) {
+            return Err(err(Some(span.clone()), format!("{unit} depends on itself")));
+        }
+    }
+    if let Some((unit, span)) = dependency_cycle(&units, &deps_spans) {
+        return Err(err(Some(span), format!("dependency cycle through {unit}")));
+    }
+
+    let email = match raw.email {
+        Some(e) => Some(build_email(e).map_err(|(s, m)| err(Some(s), m))?),
+        None => None,
+    };
+    let metrics = raw.metrics.map(|m| MetricsSettings { listen: m.listen.0 });
+    let resources = match raw.resources {
+        Some(r) => {
+            if let Some(l) = &r.load_max
+                && (l.get_ref().is_nan() || *l.get_ref() <= 0.0)
+            {
+                return Err(err(
+                    Some(l.span()),
+                    "load_max must be greater than zero".into(),
+                ));
+            }
+            Some(ResourceSettings {
+                resource_interval: r
+                    .resource_interval
+                    .map_or(Duration::from_secs(3600), |d| d.0),
+                disk: r
+                    .disk
+                    .into_iter()
+                    .map(|d| (d.path, d.max_used_percent.0))
+                    .collect(),
+                memory_max_used_percent: r.memory_max_used_percent.map(|p| p.0),
+                load_max: r.load_max.map(|l| l.into_inner()),
+            })
+        }
+        None => None,
+    };
+
+    Ok(Settings {
+        path: path.to_path_buf(),
+        daemon,
+        calendar: Calendar { windows },
+        units,
+        email,
+        metrics,
+        resources,
+    })
+}
+
+type SpanErr = (Option<Range<usize>>, String);
+
+fn merge_restart(base: &RestartPolicy, r: &RawRestart) -> Result<RestartPolicy, SpanErr> {
+    let mut p = base.clone();
+    if let Some(m) = &r.max_attempts {
+        if *m.get_ref() == 0 {
+            return Err((Some(m.span()), "max_attempts must be at least 1".into()));
+        }
+        p.max_attempts = *m.get_ref();
+    }
+    if let Some(m) = &r.backoff_multiplier {
+        let v = *m.get_ref();
+        if !(v.is_finite() && v >= 1.0) {
+            return Err((
+                Some(m.span()),
+                "backoff_multiplier must be a number >= 1".into(),
+            ));
+        }
+        p.backoff_multiplier = v;
+    }
+    if let Some(d) = &r.backoff_initial {
+        p.backoff_initial = d.0;
+    }
+    if let Some(d) = &r.backoff_max {
+        p.backoff_max = d.0;
+    }
+    if let Some(d) = &r.verify_after {
+        p.verify_after = d.0;
+    }
+    if let Some(d) = &r.reset_after {
+        p.reset_after = d.0;
+    }
+    if let Some(c) = &r.give_up_cooldown {
+        p.give_up_cooldown = c.0;
+    }
+    if let Some(b) = r.restart_inactive {
+        p.restart_inactive = b;
+    }
+    if let Some(n) = r.flap_restarts {
+        p.flap_restarts = n;
+    }
+    if let Some(d) = &r.flap_window {
+        p.flap_window = d.0;
+    }
+    if p.backoff_max < p.backoff_initial {
+        // Not an error: the cap simply applies from the first attempt.
+        p.backoff_initial = p.backoff_max;
+    }
+    Ok(p)
+}
+
+fn build_probe(p: Spanned<RawProbe>) -> Result<ProbeSettings, (Range<usize>, String)> {
+    let span = p.span();
+    let p = p.into_inner();
+    let kinds = [p.http.is_some(), p.tcp.is_some(), p.exec.is_some()];
+    if kinds.iter().filter(|k| **k).count() != 1 {
+        return Err((
+            span,
+            "a probe needs exactly one of http, tcp or exec".into(),
+        ));
+    }
+    if p.http.is_none() && (p.expect_status.is_some() || p.expect_body.is_some()) {
+        return Err((
+            span,
+            "expect_status and expect_body apply to http probes only".into(),
+        ));
+    }
+    let check = if let Some(url) = p.http {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err((
+                span,
+                format!("probe http {url:?} must start with http:// or https://"),
+            ));
+        }
+        ProbeCheck::Http {
+            url,
+            expect_status: p.expect_status,
+            expect_body: p.expect_body,
+        }
+    } else if let Some(addr) = p.tcp {
+        if addr
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse::<u16>().ok())
+            .is_none()
+        {
+            return Err((span, format!("probe tcp {addr:?} must be host:port")));
+        }
+        ProbeCheck::Tcp(addr)
+    } else {
+        let argv = p.exec.unwrap_or_default();
+        if argv.is_empty() || argv[0].is_empty() {
+            return Err((
+                span,
+                "probe exec needs a program: exec = [\"/path\", \"arg\"]".into(),
+            ));
+        }
+        ProbeCheck::Exec(argv)
+    };
+    Ok(ProbeSettings {
+        check,
+        timeout: p.timeout.map_or(Duration::from_secs(5), |d| d.0),
+        failures: p.failures.map_or(3, |f| f.0),
+    })
+}
+
+fn build_email(e: Spanned<RawEmail>) -> Result<EmailSettings, (Range<usize>, String)> {
+    let span = e.span();
+    let e = e.into_inner();
+    if e.to.get_ref().is_empty() {
+        return Err((e.to.span(), "email.to needs at least one address".into()));
+    }
+    if e.password.is_some() && e.password_file.is_some() {
+        return Err((span, "set password_file or password, not both".into()));
+    }
+    if e.username.is_none() && (e.password.is_some() || e.password_file.is_some()) {
+        return Err((span, "a password needs a username".into()));
+    }
+    let tls = e.tls.as_ref().map_or(Tls::Starttls, |t| *t.get_ref());
+    let tls_verify = e.tls_verify.as_ref().is_none_or(|v| *v.get_ref());
+    // Certificate settings without TLS would silently do nothing.
+    if let Some(t) = &e.tls
+        && *t.get_ref() == Tls::None
+        && (e.ca_file.is_some() || e.tls_verify.is_some())
+    {
+        return Err((
+            t.span(),
+            "ca_file and tls_verify need tls = \"starttls\" or \"tls\"".into(),
+        ));
+    }
+    if let Some(v) = &e.tls_verify
+        && !*v.get_ref()
+        && e.ca_file.is_some()
+    {
+        return Err((
+            v.span(),
+            "tls_verify = false ignores ca_file; set one or the other".into(),
+        ));
+    }
+    let host = hostname();
+    Ok(EmailSettings {
+        smtp_host: e.smtp_host.unwrap_or_else(|| "localhost".into()),
+        smtp_port: e.smtp_port.unwrap_or(25),
+        tls,
+        tls_verify,
+        ca_file: e.ca_file,
+        timeout: e.timeout.map_or(Duration::from_secs(30), |d| d.0),
+        username: e.username,
+        password_file: e.password_file,
+        password: e.password,
+        from: e.from.map_or_else(|| format!("unitwarden@{host}"), |a| a.0),
+        to: e.to.into_inner().into_iter().map(|a| a.0).collect(),
+        subject_prefix: e.subject_prefix.unwrap_or_else(|| "[unitwarden]".into()),
+        batch_window: e.batch_window.map_or(Duration::from_secs(30), |d| d.0),
+        min_interval: e.min_interval.map_or(Duration::from_secs(900), |d| d.0),
+        journal_lines: e.journal_lines.unwrap_or(20),
+        remind_after: e.remind_after.map_or_else(
+            || [1, 4, 24].map(|h| Duration::from_secs(h * 3600)).to_vec(),
+            |v| v.into_iter().map(|d| d.0).collect(),
+        ),
+        outbox_max_age: e
+            .outbox_max_age
+            .map_or(Duration::from_secs(7 * 86400), |d| d.0),
+        notify_on: e.notify_on.map_or_else(
+            || ALL_EVENTS.into_iter().collect(),
+            |v| v.into_iter().collect(),
+        ),
+    })
+}
+
+fn dependency_cycle(
+    units: &[UnitSettings],
+    deps: &[(UnitPattern, UnitName, Range<usize>)],
+) -> Option<(UnitName, Range<usize>)> {
+    let edges = |n: &UnitName| -> Vec<UnitName> {
+        units
+            .iter()
+            .filter(|u| matches!(&u.pattern, UnitPattern::Exact(x) if x == n))
+            .flat_map(|u| u.depends_on.iter().cloned())
+            .collect()
+    };
+    for (from, dep, span) in deps {
+        let UnitPattern::Exact(start) = from else {
+            continue;
+        };
+        let mut stack = vec![dep.clone()];
+        let mut seen = BTreeSet::new();
+        while let Some(n) = stack.pop() {
+            if &n == start {
+                return Some((start.clone(), span.clone()));
+            }
+            if seen.insert(n.clone()) {
+                stack.extend(edges(&n));
+            }
+        }
+    }
+    None
+}
+
+/// toml's messages sometimes span lines (with a source excerpt); the contract is one line.
+fn clean_message(m: &str) -> String {
+    m.lines()
+        .next()
+        .unwrap_or(m)
+        .trim()
+        .trim_end_matches('.')
+        .to_string()
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::config::tests::parse_str;
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let s = parse_str("").unwrap();
+        assert_eq!(s.daemon.bus, BusKind::System);
+        assert_eq!(s.daemon.interval, Duration::from_secs(60));
+        assert_eq!(s.daemon.log.keep, 14);
+        assert_eq!(s.daemon.state_dir, PathBuf::from("/var/lib/unitwarden"));
+        assert_eq!(
+            s.daemon.control_socket,
+            PathBuf::from("/run/unitwarden/control.sock")
+        );
+        assert!(s.units.is_empty() && s.email.is_none() && s.metrics.is_none());
+    }
+
+    #[test]
+    fn unit_overrides_merge_over_restart_defaults() {
+        let s = parse_str(
+            r#"
+[restart]
+max_attempts = 5
+backoff_initial = "1s"
+give_up_cooldown = "never"
+
+[[unit]]
+name = "postgresql"
+
+[[unit]]
+name = "gunicorn"
+depends_on = ["postgresql"]
+max_attempts = 2
+verify_after = "0s"
+"#,
+        )
+        .unwrap();
+        let pg = &s.units[0];
+        assert_eq!(pg.pattern.as_str(), "postgresql.service");
+        assert_eq!(pg.policy.max_attempts, 5);
+        assert_eq!(pg.policy.give_up_cooldown, None);
+        let g = &s.units[1];
+        assert_eq!(g.policy.max_attempts, 2);
+        assert_eq!(g.policy.backoff_initial, Duration::from_secs(1));
+        assert_eq!(g.policy.verify_after, Duration::ZERO);
+        assert_eq!(g.depends_on[0].as_str(), "postgresql.service");
+    }
+
+    #[test]
+    fn errors_name_path_line_and_column() {
+        let table: &[(&str, &str)] = &[
+            (
+                "[daemon]\ninterval = \"soon\"\n",
+                "/etc/unitwarden/test.toml:2:12: invalid duration \"soon\"",
+            ),
+            (
+                "[daemon]\nintervall = \"5s\"\n",
+                "/etc/unitwarden/test.toml:2:1: unknown field `intervall`",
+            ),
+            (
+                "[restart]\nmax_attempts = 0\n",
+                "/etc/unitwarden/test.toml:2:16: max_attempts must be at least 1",
+            ),
+            (
+                "[[window]]\nname = \"m\"\nstart = \"25:00\"\nend = \"08:00\"\n",
+                "/etc/unitwarden/test.toml:3:9: ",
+            ),
+            (
+                "[[window]]\nname = \"m\"\nstart = \"07:00\"\nend = \"08:00\"\ntimezone = \"Mars/Olympus\"\n",
+                "/etc/unitwarden/test.toml:5:12: unknown time zone \"Mars/Olympus\"",
+            ),
+            (
+                "[[unit]]\nname = \"a\"\ndepends_on = [\"b\"]\n",
+                "/etc/unitwarden/test.toml:3:15: a.service depends on b.service, which is not a configured [[unit]]",
+            ),
+            (
+                "[[unit]]\nname = \"a\"\n[[unit]]\nname = \"a.service\"\n",
+                "/etc/unitwarden/test.toml:4:8: unit a.service is listed twice",
+            ),
+            (
+                "[email]\nto = [\"not-an-address\"]\n",
+                "/etc/unitwarden/test.toml:2:6: \"not-an-address\" is not an email address",
+            ),
+            (
+                "[[unit]]\nname = \"a\"\n[unit.probe]\nhttp = \"http://x/\"\ntcp = \"x:1\"\n",
+                "/etc/unitwarden/test.toml:3:1: a probe needs exactly one",
+            ),
+            (
+                "[daemon]\nbus = \"session\"\n",
+                "/etc/unitwarden/test.toml:2:7: unknown variant `session`",
+            ),
+            (
+                "[[window]]\nname = \"m\"\nstart = \"07:00\"\nend = \"07:00\"\n",
+                "/etc/unitwarden/test.toml:4:7: window end equals its start",
+            ),
+            ("this is not toml", "/etc/unitwarden/test.toml:1:"),
+        ];
+        for (text, want) in table {
+            let got = parse_str(text).expect_err(text);
+            assert!(
+                got.starts_with(want),
+                "for {text:?}\n got: {got}\nwant: {want}"
+            );
+            assert!(!got.contains('\n'), "one line: {got:?}");
+        }
+    }
+
+    #[test]
+    fn dependency_cycles_are_rejected() {
+        let e = parse_str(
+            "[[unit]]\nname = \"a\"\ndepends_on = [\"b\"]\n[[unit]]\nname = \"b\"\ndepends_on = [\"a\"]\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("dependency cycle"), "{e}");
+    }
+
+    #[test]
+    fn email_settings_errors_and_defaults() {
+        let table: &[(&str, &str)] = &[
+            (
+                "[email]\nto = [\"a@b\"]\npassword_file = \"/p\"\n",
+                "/etc/unitwarden/test.toml:1:1: a password needs a username",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\ntls = \"none\"\nca_file = \"/ca.pem\"\n",
+                "/etc/unitwarden/test.toml:3:7: ca_file and tls_verify need tls = \"starttls\" or \"tls\"",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\ntls_verify = false\nca_file = \"/ca.pem\"\n",
+                "/etc/unitwarden/test.toml:3:14: tls_verify = false ignores ca_file",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\ntimeout = \"0s\"\n",
+                "/etc/unitwarden/test.toml:3:11: duration \"0s\" must be longer than zero",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nnotify_on = [\"gave-up\"]\n",
+                "/etc/unitwarden/test.toml:3:14: unknown variant `gave-up`",
+            ),
+        ];
+        for (text, want) in table {
+            let got = parse_str(text).expect_err(text);
+            assert!(
+                got.starts_with(want),
+                "for {text:?}\n got: {got}\nwant: {want}"
+            );
+        }
+        let e = parse_str("[email]\nto = [\"a@b\"]\n")
+            .unwrap()
+            .email
+            .unwrap();
+        assert_eq!(
+            (e.tls, e.tls_verify, e.ca_file.clone()),
+            (Tls::Starttls, true, None)
+        );
+        assert_eq!(e.timeout, Duration::from_secs(30));
+        assert_eq!(e.notify_on.len(), ALL_EVENTS.len());
+        assert!(e.warnings().is_empty(), "{:?}", e.warnings());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            let _ = parse_str(&text);
+        }
+    }
+}
