@@ -12,93 +12,15 @@ use tokio::time::Instant;
 
 use super::attempts::Reset;
 use super::narrate::{self, Line, Scene};
+pub use super::protocol::{Action, Input, Listing, Mode};
 use super::registry::{Registry, Rules};
 use super::status::{self, OnceReport, Schedule};
-use crate::alert::Event;
 use crate::alert::EventKind;
 use crate::clock::Now;
 use crate::config::{self, Settings};
-use crate::policy::{Effect, Episode, Health, JobOutcome, newly_down};
+use crate::policy::{Effect, Episode, Health, newly_down};
 use crate::systemd::{Signal, UnitPath, UnitStatus};
 use crate::unit::{ActiveState, Observation, UnitName, UnitPattern};
-
-/// Something that happened, for the engine to decide on.
-#[derive(Debug)]
-pub enum Input {
-    /// Connected (again) and subscribed: time to resynchronise with a full poll.
-    Connected,
-    /// A deadline from [`Engine::wake_at`] has come.
-    Timer,
-    /// The answer to [`Action::Poll`].
-    Listed(Listing),
-    /// News from the manager.
-    Signal(Signal),
-    /// The answer to [`Action::Confirm`]; `None` if the read failed.
-    Confirmed {
-        name: UnitName,
-        fresh: Option<UnitStatus>,
-    },
-    /// The answer to [`Action::Read`].
-    Discovered(Vec<UnitStatus>),
-    /// Our restart job for `name` ended.
-    JobDone { name: UnitName, outcome: JobOutcome },
-    /// A new, valid configuration.
-    Reload(Box<Settings>),
-    /// The configuration file was refused; the running one stays.
-    ReloadFailed(String),
-    /// The daemon is stopping.
-    Stopping,
-}
-
-/// `ListUnitsByNames` for `asked`, and `ListUnitsByPatterns` for the globs.
-#[derive(Debug, Default)]
-pub struct Listing {
-    pub asked: Vec<UnitName>,
-    /// One row per asked name, in order, as the manager answered.
-    pub by_name: Vec<UnitStatus>,
-    pub by_pattern: Vec<UnitStatus>,
-}
-
-/// What the shell must do, in order.
-#[derive(Debug, PartialEq)]
-pub enum Action {
-    /// List `names` by name and `patterns` by pattern; answer with [`Input::Listed`].
-    Poll {
-        names: Vec<UnitName>,
-        patterns: Vec<String>,
-    },
-    /// Read one unit afresh; answer with [`Input::Confirmed`].
-    Confirm(UnitName),
-    /// Read a unit a glob may pick up; answer with [`Input::Discovered`].
-    Read(UnitName),
-    /// Subscribe again (a restarted manager forgot us).
-    Subscribe,
-    /// Route signals of `name`'s own path to it.
-    Watch(UnitName),
-    /// Also route signals of this path (the real unit of an alias) to `name`.
-    Follow(UnitName, UnitPath),
-    Unwatch(UnitName),
-    /// Restart `unit`; answer with [`Input::JobDone`]. The episodes were persisted before.
-    Restart {
-        unit: UnitName,
-        reset: Reset,
-    },
-    /// Write the episodes to `state_dir`.
-    Persist(BTreeMap<UnitName, Episode>),
-    Log(Line),
-    Alert(Event),
-    /// Tell systemd we are ready (`READY=1`, with the status line).
-    Ready,
-}
-
-/// Whether the engine runs until stopped or makes one pass.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    Daemon,
-    /// One pass: done once nothing is pending; units systemd is moving are waited for up to
-    /// the longest `verify_after`.
-    Once,
-}
 
 pub struct Engine {
     settings: Settings,

@@ -9,6 +9,7 @@
 mod attempts;
 pub mod engine;
 pub mod narrate;
+mod protocol;
 mod registry;
 pub mod status;
 #[cfg(test)]
@@ -235,7 +236,7 @@ impl Monitor {
             };
             self.step(&sd, input).await?;
         }
-        self.store.save(&self.engine.episodes());
+        self.store.save_durably(&self.engine.episodes());
         Ok(self.engine.once_report())
     }
 
@@ -361,7 +362,7 @@ impl Monitor {
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        self.store.save(&self.engine.episodes());
+        self.store.save_durably(&self.engine.episodes());
     }
 }
 

@@ -328,3 +328,239 @@ pub fn about_self(kind: EventKind, detail: String, window: Option<&str>, wall: T
     ev.window = window.map(str::to_string);
     ev
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::unit::{LoadState, ServiceResult, SubState};
+
+    fn failed() -> Observation {
+        let mut o = Observation::new(
+            LoadState::Loaded,
+            ActiveState::Failed,
+            SubState::new("failed"),
+        );
+        o.result = Some(ServiceResult::Signal);
+        o.exec_main = Some((2, 9));
+        o
+    }
+
+    /// (effect, level, action, attempt, message, event kind)
+    type Row = (
+        Effect,
+        Level,
+        Option<&'static str>,
+        Option<(u32, u32)>,
+        &'static str,
+        Option<EventKind>,
+    );
+
+    #[test]
+    fn each_effect_reads_as_one_line_and_at_most_one_event() {
+        let unit = UnitName::parse("web").unwrap();
+        let o = failed();
+        let policy = RestartPolicy::default();
+        let scene = Scene {
+            unit: &unit,
+            obs: Some(&o),
+            policy: &policy,
+            window: Some("rush"),
+            min_interval: None,
+            wall: Timestamp::from_second(1_800_000_000).unwrap(),
+        };
+        let pg = UnitName::parse("postgresql").unwrap();
+        let table: Vec<Row> = vec![
+            (
+                Effect::Down,
+                Level::WARN,
+                None,
+                None,
+                "unit is down",
+                Some(EventKind::Down),
+            ),
+            (
+                Effect::Scheduled {
+                    attempt: 2,
+                    of: 3,
+                    delay: Duration::from_secs(10),
+                },
+                Level::INFO,
+                Some("restart"),
+                Some((2, 3)),
+                "restart scheduled",
+                None,
+            ),
+            (
+                Effect::Restarted { attempt: 1, of: 3 },
+                Level::INFO,
+                Some("restart"),
+                Some((1, 3)),
+                "still active after verify_after",
+                Some(EventKind::Restarted),
+            ),
+            (
+                Effect::AttemptFailed {
+                    attempt: 3,
+                    of: 3,
+                    reason: "job failed".into(),
+                },
+                Level::WARN,
+                Some("restart"),
+                Some((3, 3)),
+                "restart attempt failed: job failed",
+                Some(EventKind::RestartFailed),
+            ),
+            (
+                Effect::GaveUp { attempts: 3 },
+                Level::ERROR,
+                Some("give_up"),
+                Some((3, 3)),
+                "giving up: no more restarts until give_up_cooldown (1h) passes",
+                Some(EventKind::GaveUp),
+            ),
+            (
+                Effect::Recovered,
+                Level::INFO,
+                None,
+                None,
+                "active again",
+                Some(EventKind::Recovered),
+            ),
+            (
+                Effect::EpisodeEnded,
+                Level::INFO,
+                None,
+                None,
+                "attempt counter reset",
+                None,
+            ),
+            (
+                Effect::Rearmed,
+                Level::INFO,
+                Some("retry"),
+                None,
+                "new episode",
+                None,
+            ),
+            (
+                Effect::WaitSystemd,
+                Level::INFO,
+                Some("wait_systemd"),
+                None,
+                "leaving it alone",
+                None,
+            ),
+            (
+                Effect::WaitDependency(pg),
+                Level::INFO,
+                Some("wait_dependency"),
+                None,
+                "dependency is back and verified",
+                None,
+            ),
+            (
+                Effect::Unloadable(LoadState::NotFound),
+                Level::ERROR,
+                None,
+                None,
+                "never restarting",
+                Some(EventKind::NotFound),
+            ),
+            (
+                Effect::Flapping { restarts: 5 },
+                Level::WARN,
+                None,
+                None,
+                "flapping",
+                Some(EventKind::Flapping),
+            ),
+        ];
+        for (effect, level, action, attempt, message, kind) in table {
+            let told = narrate(&scene, std::slice::from_ref(&effect));
+            assert_eq!(told.len(), 1, "{effect:?}");
+            let t = &told[0];
+            assert_eq!(t.line.level, level, "{effect:?}");
+            assert_eq!(t.line.action, action, "{effect:?}");
+            assert_eq!(t.line.attempt, attempt, "{effect:?}");
+            assert_eq!(t.line.unit.as_ref(), Some(&unit), "{effect:?}");
+            assert!(
+                t.line.message.contains(message),
+                "{effect:?}: {}",
+                t.line.message
+            );
+            assert_eq!(t.event.as_ref().map(|e| e.kind), kind, "{effect:?}");
+            if let Some(ev) = &t.event {
+                assert_eq!(ev.result.as_deref(), Some("signal"));
+                assert_eq!(
+                    ev.exec_status.as_deref(),
+                    Some("code=killed, status=9/KILL")
+                );
+                assert_eq!(ev.window.as_deref(), Some("rush"));
+            }
+        }
+        assert!(narrate(&scene, &[Effect::Persist]).is_empty());
+    }
+
+    #[test]
+    fn an_attempt_on_a_failed_unit_says_it_clears_the_failed_state_first() {
+        let unit = UnitName::parse("web").unwrap();
+        let o = failed();
+        let policy = RestartPolicy::default();
+        let scene = Scene {
+            unit: &unit,
+            obs: Some(&o),
+            policy: &policy,
+            window: None,
+            min_interval: None,
+            wall: Timestamp::from_second(1_800_000_000).unwrap(),
+        };
+        let told = narrate(&scene, &[Effect::Attempt { attempt: 1, of: 3 }]);
+        let actions: Vec<_> = told.iter().map(|t| t.line.action).collect();
+        assert_eq!(actions, vec![Some("reset_failed"), Some("restart")]);
+        assert_eq!(told[1].line.message, "restarting");
+        assert!(told.iter().all(|t| t.event.is_none()));
+    }
+
+    #[test]
+    fn the_plan_goes_into_the_email_about_what_happened_and_names_no_missing_command() {
+        let unit = UnitName::parse("web").unwrap();
+        let o = failed();
+        let never = RestartPolicy {
+            give_up_cooldown: None,
+            ..RestartPolicy::default()
+        };
+        let scene = Scene {
+            unit: &unit,
+            obs: Some(&o),
+            policy: &never,
+            window: None,
+            min_interval: Some(Duration::from_secs(60)),
+            wall: Timestamp::from_second(1_800_000_000).unwrap(),
+        };
+        let told = narrate(
+            &scene,
+            &[
+                Effect::Down,
+                Effect::Scheduled {
+                    attempt: 1,
+                    of: 3,
+                    delay: Duration::from_secs(5),
+                },
+            ],
+        );
+        let ev = told[0].event.as_ref().unwrap();
+        assert_eq!(ev.next, "restart attempt 1/3 in 5s");
+        assert_eq!(ev.min_interval, Some(Duration::from_secs(60)));
+        let told = narrate(&scene, &[Effect::GaveUp { attempts: 3 }]);
+        let ev = told[0].event.as_ref().unwrap();
+        assert!(
+            ev.next.contains("systemctl start web.service"),
+            "{}",
+            ev.next
+        );
+        for t in &told {
+            assert!(!t.line.message.contains("unitwarden retry"));
+            assert!(!ev.next.contains("unitwarden retry"));
+        }
+    }
+}

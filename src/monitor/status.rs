@@ -112,3 +112,128 @@ pub fn once_report(units: &Registry) -> OnceReport {
     }
     OnceReport { lines, all_ok }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Now;
+    use crate::monitor::registry::Rules;
+    use crate::policy::{Episode, RestartPolicy};
+    use crate::unit::{ActiveState, LoadState, Observation, SubState, UnitName};
+
+    fn rules() -> Rules {
+        Rules {
+            policy: RestartPolicy::default(),
+            depends_on: Vec::new(),
+            exact: true,
+        }
+    }
+
+    /// A registry with one unit per state the line distinguishes.
+    fn registry() -> Registry {
+        let now = Now::read();
+        let mut r = Registry::new(1);
+        let mut add =
+            |name: &str, active: ActiveState, sub: &str, load: LoadState, ep: Option<Episode>| {
+                let n = UnitName::parse(name).unwrap();
+                r.watch(n.clone(), rules(), ep);
+                let w = r.get_mut(&n).unwrap();
+                let o = Observation::new(load, active, SubState::new(sub));
+                let h = crate::policy::Health::of(&o, true);
+                w.obs = Some(o);
+                let p = w.rules.policy.clone();
+                w.machine.observe(&p, h, &now);
+            };
+        add(
+            "nginx",
+            ActiveState::Active,
+            "running",
+            LoadState::Loaded,
+            None,
+        );
+        add(
+            "gunicorn",
+            ActiveState::Failed,
+            "failed",
+            LoadState::Loaded,
+            None,
+        );
+        let gave_up = Episode {
+            started: now.wall,
+            attempts: 3,
+            gave_up: Some(now.wall),
+            healthy_since: None,
+        };
+        add(
+            "celery",
+            ActiveState::Failed,
+            "failed",
+            LoadState::Loaded,
+            Some(gave_up),
+        );
+        add(
+            "beat",
+            ActiveState::Activating,
+            "auto-restart",
+            LoadState::Loaded,
+            None,
+        );
+        add(
+            "ghost",
+            ActiveState::Inactive,
+            "dead",
+            LoadState::NotFound,
+            None,
+        );
+        r
+    }
+
+    #[test]
+    fn the_status_line_tells_the_story_in_one_line() {
+        let r = registry();
+        let line = status_line(
+            &r,
+            &Schedule {
+                window: Some("monday-morning"),
+                interval: Duration::from_secs(10),
+                next_check: Duration::from_millis(3600),
+                note: Some("config reload failed"),
+            },
+        );
+        assert_eq!(
+            line,
+            "5 units: 1 active, 1 restarting (gunicorn 1/3), 1 gave up (celery), 1 left to systemd, \
+             1 not found (ghost) · window monday-morning · interval 10s · next check 4s · config reload failed"
+        );
+        let quiet = status_line(
+            &Registry::new(1),
+            &Schedule {
+                window: None,
+                interval: Duration::from_secs(60),
+                next_check: Duration::ZERO,
+                note: None,
+            },
+        );
+        assert_eq!(
+            quiet,
+            "0 units: 0 active · normal · interval 1m · next check 0s"
+        );
+    }
+
+    #[test]
+    fn once_reports_each_unit_and_fails_if_any_is_down() {
+        let r = registry();
+        let report = once_report(&r);
+        assert!(!report.all_ok);
+        assert_eq!(
+            report.lines,
+            [
+                "beat.service activating/auto-restart DOWN",
+                "celery.service failed/failed DOWN (gave up)",
+                "ghost.service inactive/dead DOWN",
+                "gunicorn.service failed/failed DOWN",
+                "nginx.service active/running",
+            ]
+        );
+    }
+}
