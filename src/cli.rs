@@ -134,15 +134,18 @@ async fn run(settings: Settings) -> ExitCode {
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %settings.path.display(), "unitwarden starting");
     let (alerts, delivery) = start_alerts(&settings);
-    let outcome = monitor::run(settings, Some(log), alerts, shutdown, rx).await;
+    let outcome = monitor::run(settings, Some(log.clone()), alerts, shutdown, rx).await;
     delivery.finish().await;
-    match outcome {
+    let code = match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The last handle: dropping it writes the lines still queued for the log file.
+    drop(log);
+    code
 }
 
 /// The running alert task, if `[email]` is configured.
@@ -184,10 +187,14 @@ fn start_alerts(settings: &Settings) -> (Alerts, Delivery) {
 }
 
 async fn once(settings: Settings) -> ExitCode {
-    if let Err(e) = logging::init(&settings.daemon.log) {
-        eprintln!("unitwarden: {e:#}");
-        return ExitCode::FAILURE;
-    }
+    // Held to the end: dropping it writes the lines still queued for the log file.
+    let _log = match logging::init(&settings.daemon.log) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("unitwarden: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let (alerts, delivery) = start_alerts(&settings);
     let outcome = monitor::once(settings, alerts).await;
     delivery.finish().await;

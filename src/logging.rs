@@ -1,21 +1,26 @@
 //! Log output (SPEC §4): one line per event on stderr and in rotating files under `log_dir`, as text or JSON.
 //!
 //! The file writer is our own rather than tracing-appender's: that one rotates on UTC boundaries and
-//! cannot maintain the `unitwarden.log` symlink that `tail -F` relies on.
+//! cannot maintain the `unitwarden.log` symlink that `tail -F` relies on. tracing-appender's
+//! non-blocking writer sits in front of it, so a slow or hung log disk stalls a thread of its own
+//! rather than the watch loop and its watchdog pings.
 
 use std::fmt::Write as _;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, ZonedDateTime};
+use nix::unistd::{Gid, Group};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
+use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::{Layer, Registry, reload};
@@ -28,6 +33,19 @@ const TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.3f%:z";
 /// How often to check that the current file is still linked in `log_dir`: writes to a file someone
 /// deleted succeed silently, so without this its lines would vanish until the next rotation.
 const RELINK_CHECK: SignedDuration = SignedDuration::from_secs(10);
+/// Lines queued for the file writer. A burst of this many never waits on the disk; past it the
+/// logging thread waits for room, because a dropped line could be the one explaining an outage.
+const QUEUE_LINES: usize = 1024;
+/// Set in `ps -T` and `/proc/PID/task/*/comm` (at most 15 bytes).
+const WRITER_THREAD: &str = "unitwarden-log";
+/// Debian's group for logs an operator may read without root.
+const LOG_GROUP: &str = "adm";
+/// Set explicitly rather than left to the umask, so a unit's `UMask=0077` cannot lock the group
+/// out of files it is meant to read.
+const FILE_MODE: u32 = 0o640;
+const DIR_MODE: u32 = 0o750;
+/// JSON keys of the event itself, which a field of the same name must not replace.
+const RESERVED_KEYS: [&str; 3] = ["time", "level", "message"];
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -81,10 +99,15 @@ pub struct LogSettings {
 }
 
 /// Lets the daemon adjust logging after [`init`] (config reload, status).
+///
+/// Keep one alive until the end: when the last clone is dropped, the file writer writes what is
+/// still queued (waiting at most about a second for a stuck disk) and stops, and lines logged
+/// after that reach stderr only.
 #[derive(Clone)]
 pub struct LogHandle {
     level: reload::Handle<LevelFilter, Registry>,
-    file: Option<Arc<Mutex<RotatingFile>>>,
+    file: Option<SharedPath>,
+    _writer: Option<Arc<WorkerGuard>>,
 }
 
 impl LogHandle {
@@ -95,7 +118,7 @@ impl LogHandle {
 
     /// The file currently written to, or `None` when logging to stderr only.
     pub fn file_path(&self) -> Option<PathBuf> {
-        lock(self.file.as_ref()?).current_path()
+        lock(self.file.as_ref()?).clone()
     }
 }
 
@@ -105,7 +128,12 @@ impl LogHandle {
 /// (retried at the next rotation), so a bad `log_dir` never keeps the watchdog from running.
 /// Errors only if a global subscriber is already installed.
 pub fn init(settings: &LogSettings) -> anyhow::Result<LogHandle> {
-    let (subscriber, handle) = build(settings, Box::new(io::stderr()), system_now);
+    let (subscriber, handle) = build(
+        settings,
+        Box::new(io::stderr()),
+        process_stderr_style(),
+        system_now,
+    );
     tracing::subscriber::set_global_default(subscriber)
         .context("cannot install the logger: a global tracing subscriber is already set")?;
     Ok(handle)
@@ -130,28 +158,84 @@ pub fn format_duration(d: Duration) -> String {
         .replace(' ', "")
 }
 
+/// How lines written to stderr look.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StderrStyle {
+    /// The same line as the file's.
+    Plain,
+    /// journald reads stderr: an sd-daemon(3) priority prefix, and no timestamp, since journald
+    /// stamps each line itself.
+    Journal,
+}
+
+/// `Journal` when `JOURNAL_STREAM` (`DEV:INODE`, decimal) names the very stream stderr is. Merely
+/// being set is not enough: a child of a service inherits the variable even when its stderr has
+/// been redirected elsewhere.
+fn stderr_style(journal_stream: Option<&str>, stderr_dev_ino: Option<(u64, u64)>) -> StderrStyle {
+    let stream = journal_stream.and_then(|value| {
+        let (dev, ino) = value.split_once(':')?;
+        Some((dev.parse::<u64>().ok()?, ino.parse::<u64>().ok()?))
+    });
+    match (stream, stderr_dev_ino) {
+        (Some(stream), Some(stderr)) if stream == stderr => StderrStyle::Journal,
+        _ => StderrStyle::Plain,
+    }
+}
+
+/// Looked at once: fd 2 is the same stream for the whole process.
+fn process_stderr_style() -> StderrStyle {
+    static STYLE: OnceLock<StderrStyle> = OnceLock::new();
+    *STYLE.get_or_init(|| {
+        let journal_stream = std::env::var("JOURNAL_STREAM").ok();
+        stderr_style(journal_stream.as_deref(), stderr_dev_ino())
+    })
+}
+
+fn stderr_dev_ino() -> Option<(u64, u64)> {
+    // fstat(2) on a duplicate of fd 2: the same open file, and closing it leaves stderr open.
+    let fd = io::stderr().as_fd().try_clone_to_owned().ok()?;
+    let meta = File::from(fd).metadata().ok()?;
+    Some((meta.dev(), meta.ino()))
+}
+
+/// `current`'s path, published by the writer for [`LogHandle::file_path`].
+type SharedPath = Arc<Mutex<Option<PathBuf>>>;
+
 fn build(
     settings: &LogSettings,
     console: Box<dyn Write + Send>,
+    stderr: StderrStyle,
     clock: fn() -> ZonedDateTime,
 ) -> (impl Subscriber + Send + Sync + 'static, LogHandle) {
     let (filter, level) = reload::Layer::new(LevelFilter::from(settings.level));
-    let file = settings.dir.as_ref().map(|dir| {
-        let mut file = RotatingFile::new(dir.clone(), settings.rotation, settings.keep);
-        // Open now so a bad log_dir is reported at startup, not at the first event.
-        file.roll(&clock());
-        Arc::new(Mutex::new(file))
-    });
+    let (file, path, guard) = match &settings.dir {
+        None => (None, None, None),
+        Some(dir) => {
+            let mut file = RotatingFile::new(dir.clone(), settings.rotation, settings.keep);
+            // Open now so a bad log_dir is reported at startup, not at the first event.
+            file.roll(&clock());
+            let path = file.shared_path();
+            let (writer, guard) = NonBlockingBuilder::default()
+                .buffered_lines_limit(QUEUE_LINES)
+                .lossy(false)
+                .thread_name(WRITER_THREAD)
+                .finish(ClockedFile { file, clock });
+            (Some(writer), Some(path), Some(Arc::new(guard)))
+        }
+    };
     let layer = LineLayer {
         format: settings.format,
         console: Mutex::new(console),
-        file: file.clone(),
+        stderr,
+        file,
         clock,
     };
-    (
-        Registry::default().with(filter).with(layer),
-        LogHandle { level, file },
-    )
+    let handle = LogHandle {
+        level,
+        file: path,
+        _writer: guard,
+    };
+    (Registry::default().with(filter).with(layer), handle)
 }
 
 fn system_now() -> ZonedDateTime {
@@ -169,30 +253,74 @@ fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Problems with logging itself can only go to stderr; `eprintln!` would panic if that fails too.
-fn report(message: std::fmt::Arguments<'_>) {
-    let _ = writeln!(io::stderr(), "unitwarden: {message}");
+fn report(level: Level, message: std::fmt::Arguments<'_>) {
+    let prefix = match process_stderr_style() {
+        StderrStyle::Plain => "",
+        StderrStyle::Journal => priority(level),
+    };
+    let _ = writeln!(io::stderr(), "{prefix}unitwarden: {message}");
+}
+
+/// The rotating file as the non-blocking writer's thread drives it, one `write` per line.
+///
+/// Rotation follows the clock when the line is written, not the line's timestamp: a line queued
+/// across a boundary lands in the new period's file, which beats parsing times back out of lines.
+struct ClockedFile {
+    file: RotatingFile,
+    clock: fn() -> ZonedDateTime,
+}
+
+impl Write for ClockedFile {
+    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+        // Failures are reported by the file itself; an Err here would only be swallowed by the
+        // writer thread.
+        self.file.write_line(&(self.clock)(), line);
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 struct LineLayer {
     format: LogFormat,
     console: Mutex<Box<dyn Write + Send>>,
-    file: Option<Arc<Mutex<RotatingFile>>>,
+    stderr: StderrStyle,
+    file: Option<NonBlocking>,
     clock: fn() -> ZonedDateTime,
 }
 
 impl<S: Subscriber> Layer<S> for LineLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let now = (self.clock)();
+        let level = *event.metadata().level();
         let mut fields = Fields::default();
         event.record(&mut fields);
-        let line = match self.format {
-            LogFormat::Text => text_line(&now, event.metadata().level(), &fields),
-            LogFormat::Json => json_line(&now, event.metadata().level(), fields),
-        };
+        let line = render(self.format, Some(&now), level, &fields);
         if let Some(file) = &self.file {
-            lock(file).write_line(&now, &line);
+            // Fails only after the writer stopped at exit; the line still reaches stderr.
+            let _ = file.clone().write_all(&line);
         }
-        let _ = lock(&self.console).write_all(&line);
+        let console_line = match self.stderr {
+            StderrStyle::Plain => line,
+            StderrStyle::Journal => {
+                let mut prefixed = priority(level).as_bytes().to_vec();
+                prefixed.extend(render(self.format, None, level, &fields));
+                prefixed
+            }
+        };
+        let _ = lock(&self.console).write_all(&console_line);
+    }
+}
+
+/// The sd-daemon(3) prefix journald strips, filing the line at that syslog priority.
+fn priority(level: Level) -> &'static str {
+    match level {
+        Level::ERROR => "<3>",
+        Level::WARN => "<4>",
+        Level::INFO => "<6>",
+        Level::DEBUG | Level::TRACE => "<7>",
     }
 }
 
@@ -218,14 +346,14 @@ impl std::fmt::Display for FieldValue {
 }
 
 impl FieldValue {
-    fn into_json(self) -> serde_json::Value {
+    fn to_json(&self) -> serde_json::Value {
         match self {
-            FieldValue::Str(s) => s.into(),
-            FieldValue::I64(n) => n.into(),
-            FieldValue::U64(n) => n.into(),
-            FieldValue::F64(n) => serde_json::Number::from_f64(n)
+            FieldValue::Str(s) => s.as_str().into(),
+            FieldValue::I64(n) => (*n).into(),
+            FieldValue::U64(n) => (*n).into(),
+            FieldValue::F64(n) => serde_json::Number::from_f64(*n)
                 .map_or_else(|| n.to_string().into(), serde_json::Value::Number),
-            FieldValue::Bool(b) => b.into(),
+            FieldValue::Bool(b) => (*b).into(),
         }
     }
 }
@@ -284,15 +412,30 @@ impl Visit for Fields {
     }
 }
 
+/// One event as a line; `time` is `None` where the reader stamps lines itself (the journal).
+fn render(
+    format: LogFormat,
+    time: Option<&ZonedDateTime>,
+    level: Level,
+    fields: &Fields,
+) -> Vec<u8> {
+    match format {
+        LogFormat::Text => text_line(time, level, fields),
+        LogFormat::Json => json_line(time, level, fields),
+    }
+}
+
 fn timestamp_text(now: &ZonedDateTime) -> String {
     let mut out = String::with_capacity(32);
     let _ = write!(out, "{}", now.strftime(TIME_FORMAT));
     out
 }
 
-fn text_line(now: &ZonedDateTime, level: &Level, fields: &Fields) -> Vec<u8> {
-    let mut line = timestamp_text(now);
-    line.push(' ');
+fn text_line(time: Option<&ZonedDateTime>, level: Level, fields: &Fields) -> Vec<u8> {
+    let mut line = time.map(timestamp_text).unwrap_or_default();
+    if !line.is_empty() {
+        line.push(' ');
+    }
     line.push_str(level.as_str());
     for (key, value) in &fields.fields {
         let value = match value {
@@ -344,19 +487,25 @@ fn escape_into(out: &mut String, value: &str, quoted: bool) {
     }
 }
 
-fn json_line(now: &ZonedDateTime, level: &Level, fields: Fields) -> Vec<u8> {
+fn json_line(time: Option<&ZonedDateTime>, level: Level, fields: &Fields) -> Vec<u8> {
     let mut object = serde_json::Map::new();
-    object.insert("time".into(), timestamp_text(now).into());
+    if let Some(time) = time {
+        object.insert("time".into(), timestamp_text(time).into());
+    }
     object.insert("level".into(), level.as_str().into());
-    object.insert("message".into(), fields.message.unwrap_or_default().into());
-    for (key, value) in fields.fields {
-        // A field named like a reserved key must not overwrite the event's time or level.
-        let key = if object.contains_key(key) {
+    object.insert(
+        "message".into(),
+        fields.message.clone().unwrap_or_default().into(),
+    );
+    for (key, value) in &fields.fields {
+        // Checked against the fixed list too, so a field called "time" gets the same key with or
+        // without the event's own time.
+        let key = if RESERVED_KEYS.contains(key) || object.contains_key(*key) {
             format!("field.{key}")
         } else {
-            key.to_owned()
+            (*key).to_owned()
         };
-        object.insert(key, value.into_json());
+        object.insert(key, value.to_json());
     }
     let mut line = serde_json::to_vec(&serde_json::Value::Object(object)).unwrap_or_default();
     line.push(b'\n');
@@ -425,10 +574,17 @@ pub(crate) struct RotatingFile {
     keep: usize,
     period: Option<Period>,
     current: Option<(File, PathBuf)>,
+    /// `current`'s path, kept apart from it so that asking never waits behind a write to a slow
+    /// disk.
+    shown: SharedPath,
     relink_check_at: Timestamp,
+    /// [`LOG_GROUP`], if we may give files to it.
+    group: Option<Gid>,
     /// A failure has been reported and not yet recovered from, so a full disk costs one stderr
     /// line rather than one per event.
     broken: bool,
+    /// A failure to give a file to the group has been reported: it would recur at every rotation.
+    group_reported: bool,
 }
 
 impl RotatingFile {
@@ -439,34 +595,45 @@ impl RotatingFile {
             keep: keep.max(1),
             period: None,
             current: None,
+            shown: SharedPath::default(),
             relink_check_at: Timestamp::MIN,
+            group: log_group(),
             broken: false,
+            group_reported: false,
         }
     }
 
-    pub(crate) fn current_path(&self) -> Option<PathBuf> {
-        self.current.as_ref().map(|(_, path)| path.clone())
+    pub(crate) fn shared_path(&self) -> SharedPath {
+        Arc::clone(&self.shown)
     }
 
-    /// Appends one complete line with a single write, so nothing sits in a buffer when the
-    /// process aborts (release builds use panic=abort).
+    /// Appends one complete line with a single write, so a reader never sees half of it.
     pub(crate) fn write_line(&mut self, now: &ZonedDateTime, line: &[u8]) {
         self.roll(now);
         let Some((file, path)) = &mut self.current else {
             return;
         };
-        if let Err(err) = file.write_all(line) {
-            let retry = match self.rotation {
-                Rotation::Never => "",
-                Rotation::Hourly | Rotation::Daily => " until the next rotation",
-            };
-            report(format_args!(
+        let Err(err) = file.write_all(line) else {
+            return;
+        };
+        let retry = match self.rotation {
+            Rotation::Never => "",
+            Rotation::Hourly | Rotation::Daily => " until the next rotation",
+        };
+        report(
+            Level::WARN,
+            format_args!(
                 "log file {}: {err}; logging to stderr only{retry}",
                 path.display()
-            ));
-            self.current = None;
-            self.broken = true;
-        }
+            ),
+        );
+        self.set_current(None);
+        self.broken = true;
+    }
+
+    fn set_current(&mut self, current: Option<(File, PathBuf)>) {
+        *lock(&self.shown) = current.as_ref().map(|(_, path)| path.clone());
+        self.current = current;
     }
 
     /// Makes sure the file for `now`'s period is open; cheap when nothing changed.
@@ -502,54 +669,135 @@ impl RotatingFile {
     }
 
     fn open(&mut self) {
-        self.current = None;
+        self.set_current(None);
         let Some(name) = self.period.as_ref().map(Period::file_name) else {
             return;
         };
         let path = self.dir.join(&name);
-        let opened = fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(&self.dir)
-            .and_then(|()| {
-                OpenOptions::new()
-                    .append(true)
-                    .create(true)
-                    .mode(0o640)
-                    .open(&path)
-            });
-        let file = match opened {
+        let file = match self.create_dir().and_then(|()| self.open_file(&path)) {
             Ok(file) => file,
             Err(err) => {
                 if !self.broken {
-                    report(format_args!(
-                        "log_dir {}: {err}; logging to stderr only",
-                        self.dir.display()
-                    ));
+                    report(
+                        Level::WARN,
+                        format_args!(
+                            "log_dir {}: {err}; logging to stderr only",
+                            self.dir.display()
+                        ),
+                    );
                     self.broken = true;
                 }
                 return;
             }
         };
         if self.broken {
-            report(format_args!("logging to {} again", path.display()));
+            report(
+                Level::INFO,
+                format_args!("logging to {} again", path.display()),
+            );
             self.broken = false;
         }
-        self.current = Some((file, path));
+        self.set_current(Some((file, path)));
         // The link moves before pruning, so it never points at a file about to be deleted.
         if let Err(err) = point_link(&self.dir, &name) {
-            report(format_args!(
-                "log_dir {}: cannot point {LINK_NAME} at {name}: {err}",
-                self.dir.display()
-            ));
+            report(
+                Level::WARN,
+                format_args!(
+                    "log_dir {}: cannot point {LINK_NAME} at {name}: {err}",
+                    self.dir.display()
+                ),
+            );
         }
         if let Err(err) = prune(&self.dir, &name, self.keep) {
-            report(format_args!(
-                "log_dir {}: cannot remove old log files: {err}",
-                self.dir.display()
-            ));
+            report(
+                Level::WARN,
+                format_args!(
+                    "log_dir {}: cannot remove old log files: {err}",
+                    self.dir.display()
+                ),
+            );
         }
     }
+
+    /// Creates a missing `dir` with [`DIR_MODE`] and the group. One that exists is left as it
+    /// is: it may be shared (`log_dir = "/var/log"`) or set up by systemd's `LogsDirectory=`.
+    fn create_dir(&mut self) -> io::Result<()> {
+        if fs::metadata(&self.dir).is_ok_and(|meta| meta.is_dir()) {
+            return Ok(());
+        }
+        let dir = self.dir.clone();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(&dir)?;
+        fs::set_permissions(&dir, Permissions::from_mode(DIR_MODE))?;
+        self.set_group(&dir, fs::metadata(&dir), |gid| {
+            std::os::unix::fs::chown(&dir, None, Some(gid))
+        });
+        Ok(())
+    }
+
+    /// Opens `path` for appending. A file created here gets [`FILE_MODE`] and the group; one
+    /// that exists keeps what it has, which may be an operator's choice.
+    fn open_file(&mut self, path: &Path) -> io::Result<File> {
+        let created = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(path);
+        match created {
+            Ok(file) => {
+                file.set_permissions(Permissions::from_mode(FILE_MODE))?;
+                self.set_group(path, file.metadata(), |gid| {
+                    std::os::unix::fs::fchown(&file, None, Some(gid))
+                });
+                Ok(file)
+            }
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                OpenOptions::new().append(true).open(path)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Logging works without the group, so a failure is only reported, and once.
+    fn set_group(
+        &mut self,
+        path: &Path,
+        meta: io::Result<fs::Metadata>,
+        chown: impl FnOnce(u32) -> io::Result<()>,
+    ) {
+        let Some(gid) = self.group.map(Gid::as_raw) else {
+            return;
+        };
+        // Already the group's when the process runs in it (`Group=` of a unit) or the parent
+        // directory is setgid; a sandbox may forbid chown(2) even then.
+        if meta.is_ok_and(|meta| meta.gid() == gid) {
+            return;
+        }
+        if let Err(err) = chown(gid)
+            && !self.group_reported
+        {
+            report(
+                Level::WARN,
+                format_args!(
+                    "{}: cannot give it to group {LOG_GROUP}: {err}",
+                    path.display()
+                ),
+            );
+            self.group_reported = true;
+        }
+    }
+}
+
+/// [`LOG_GROUP`]'s id when it exists and we can give files to it: as root, or as a member.
+/// Anyone else cannot, which is the ordinary least-privilege setup rather than a fault.
+fn log_group() -> Option<Gid> {
+    let group = Group::from_name(LOG_GROUP).ok()??;
+    let allowed = nix::unistd::geteuid().is_root()
+        || nix::unistd::getegid() == group.gid
+        || nix::unistd::getgroups().is_ok_and(|groups| groups.contains(&group.gid));
+    allowed.then_some(group.gid)
 }
 
 /// Repoints `dir/unitwarden.log` at `target` by renaming a fresh symlink over it, so readers never
@@ -691,6 +939,7 @@ mod tests {
         let (subscriber, handle) = build(
             &settings(Some(dir.path().to_owned()), LogFormat::Text),
             Box::new(console.clone()),
+            StderrStyle::Plain,
             fixed_now,
         );
         tracing::subscriber::with_default(subscriber, || {
@@ -717,6 +966,8 @@ mod tests {
         assert!(!expected.contains('\x1b'));
         let path = handle.file_path().expect("file open");
         assert_eq!(path, dir.path().join("unitwarden-2026-11-23.log"));
+        // The last handle waits for the writer to empty its queue, as at the daemon's exit.
+        drop(handle);
         assert_eq!(fs::read_to_string(path).expect("read log"), expected);
     }
 
@@ -726,6 +977,7 @@ mod tests {
         let (subscriber, _handle) = build(
             &settings(None, LogFormat::Text),
             Box::new(console.clone()),
+            StderrStyle::Plain,
             fixed_now,
         );
         tracing::subscriber::with_default(subscriber, || {
@@ -743,6 +995,7 @@ mod tests {
         let (subscriber, _handle) = build(
             &settings(None, LogFormat::Json),
             Box::new(console.clone()),
+            StderrStyle::Plain,
             fixed_now,
         );
         tracing::subscriber::with_default(subscriber, || {
@@ -762,11 +1015,161 @@ mod tests {
     }
 
     #[test]
+    fn stderr_is_the_journal_only_when_journal_stream_names_it() {
+        let stderr = Some((64769, 1234567));
+        let cases = [
+            (Some("64769:1234567"), stderr, StderrStyle::Journal),
+            (
+                Some("18446744073709551615:1"),
+                Some((u64::MAX, 1)),
+                StderrStyle::Journal,
+            ),
+            (None, stderr, StderrStyle::Plain),
+            // Inherited from a service, but stderr was redirected since.
+            (Some("64769:7654321"), stderr, StderrStyle::Plain),
+            (Some("1:1234567"), stderr, StderrStyle::Plain),
+            (Some("64769:1234567"), None, StderrStyle::Plain),
+            (Some(""), stderr, StderrStyle::Plain),
+            (Some("64769:1234567:0"), stderr, StderrStyle::Plain),
+            (Some("0x fd01:1234567"), stderr, StderrStyle::Plain),
+        ];
+        for (journal_stream, stderr, expected) in cases {
+            assert_eq!(
+                stderr_style(journal_stream, stderr),
+                expected,
+                "JOURNAL_STREAM={journal_stream:?}, stderr={stderr:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn journal_lines_carry_a_priority_and_no_timestamp_while_the_file_keeps_its_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let console = Capture::default();
+        let (subscriber, handle) = build(
+            &LogSettings {
+                level: LogLevel::Trace,
+                ..settings(Some(dir.path().to_owned()), LogFormat::Text)
+            },
+            Box::new(console.clone()),
+            StderrStyle::Journal,
+            fixed_now,
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(unit = "a.service", "gave up");
+            tracing::warn!(unit = "a.service", "unit is down");
+            tracing::info!("started");
+            tracing::debug!("polling");
+            tracing::trace!("signal");
+        });
+        assert_eq!(
+            console.text(),
+            "<3>ERROR unit=a.service gave up\n\
+             <4>WARN unit=a.service unit is down\n\
+             <6>INFO started\n\
+             <7>DEBUG polling\n\
+             <7>TRACE signal\n"
+        );
+        let path = handle.file_path().expect("file open");
+        drop(handle);
+        let file = fs::read_to_string(path).expect("read log");
+        assert_eq!(
+            file.lines().next(),
+            Some("2026-11-23T14:05:01.123+03:00 ERROR unit=a.service gave up")
+        );
+        assert_eq!(file.lines().count(), 5);
+        assert!(file.lines().all(|l| l.starts_with("2026-11-23T14:05:01")));
+    }
+
+    #[test]
+    fn journal_json_lines_have_a_priority_and_no_time_field() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let console = Capture::default();
+        let (subscriber, handle) = build(
+            &settings(Some(dir.path().to_owned()), LogFormat::Json),
+            Box::new(console.clone()),
+            StderrStyle::Journal,
+            fixed_now,
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(unit = "a.service", time = "08:00", "unit is down");
+        });
+        let text = console.text();
+        let object = text.strip_prefix("<4>").expect("priority prefix");
+        let value: serde_json::Value = serde_json::from_str(object).expect("valid JSON");
+        assert_eq!(
+            value,
+            serde_json::json!({
+                "level": "WARN",
+                "message": "unit is down",
+                "unit": "a.service",
+                "field.time": "08:00",
+            })
+        );
+        let path = handle.file_path().expect("file open");
+        drop(handle);
+        let file: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(path).expect("read log")).expect("JSON");
+        assert_eq!(file["time"], "2026-11-23T14:05:01.123+03:00");
+        assert_eq!(file["field.time"], "08:00");
+    }
+
+    #[test]
+    fn created_files_and_dirs_get_fixed_modes_and_the_log_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logs = dir.path().join("logs");
+        let mut file = RotatingFile::new(logs.clone(), Rotation::Daily, 3);
+        file.write_line(&fixed_now(), b"a\n");
+        // Root (as in CI) on a system with the group gets it; anyone else keeps their own.
+        let group = log_group().map_or_else(|| nix::unistd::getegid().as_raw(), Gid::as_raw);
+        if nix::unistd::geteuid().is_root() {
+            assert_eq!(
+                Group::from_name(LOG_GROUP)
+                    .expect("group database")
+                    .map(|g| g.gid.as_raw()),
+                Some(group),
+                "root on a system with group {LOG_GROUP}"
+            );
+        }
+        let dir_meta = fs::metadata(&logs).expect("stat dir");
+        assert_eq!(dir_meta.mode() & 0o777, DIR_MODE);
+        assert_eq!(dir_meta.gid(), group);
+        let file_meta = fs::metadata(logs.join("unitwarden-2026-11-23.log")).expect("stat file");
+        assert_eq!(file_meta.mode() & 0o777, FILE_MODE);
+        assert_eq!(file_meta.gid(), group);
+    }
+
+    #[test]
+    fn existing_dirs_and_files_keep_their_modes_and_groups() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::set_permissions(dir.path(), Permissions::from_mode(0o700)).expect("chmod dir");
+        let existing = dir.path().join("unitwarden-2026-11-23.log");
+        fs::write(&existing, "kept\n").expect("write");
+        fs::set_permissions(&existing, Permissions::from_mode(0o600)).expect("chmod file");
+        let before = (
+            fs::metadata(dir.path()).expect("stat").gid(),
+            fs::metadata(&existing).expect("stat").gid(),
+        );
+        let mut file = RotatingFile::new(dir.path().to_owned(), Rotation::Daily, 3);
+        file.write_line(&fixed_now(), b"appended\n");
+        let dir_meta = fs::metadata(dir.path()).expect("stat dir");
+        let file_meta = fs::metadata(&existing).expect("stat file");
+        assert_eq!(dir_meta.mode() & 0o777, 0o700);
+        assert_eq!(file_meta.mode() & 0o777, 0o600);
+        assert_eq!((dir_meta.gid(), file_meta.gid()), before);
+        assert_eq!(
+            fs::read_to_string(&existing).expect("read"),
+            "kept\nappended\n"
+        );
+    }
+
+    #[test]
     fn set_level_takes_effect() {
         let console = Capture::default();
         let (subscriber, handle) = build(
             &settings(None, LogFormat::Text),
             Box::new(console.clone()),
+            StderrStyle::Plain,
             fixed_now,
         );
         tracing::subscriber::with_default(subscriber, || {
@@ -926,7 +1329,7 @@ mod tests {
         assert!(names.iter().all(|n| !n.ends_with(".tmp")));
         assert_eq!(
             Some(dir.path().join(link_target(dir.path()))),
-            file.current_path()
+            *lock(&file.shared_path())
         );
     }
 

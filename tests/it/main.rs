@@ -9,4 +9,5 @@ mod support;
 mod deb;
 mod email;
 mod harness_selftest;
+mod logging;
 mod watchdog;
