@@ -1,7 +1,7 @@
 //! The watch loop. [`engine`] decides, without I/O; this shell carries its actions out — the
 //! D-Bus calls, the state file, log lines, alerts, `sd_notify` — and feeds it what happens:
 //! signals, poll answers, job ends, timers, reloads. `run` (the daemon) and `once` (one pass)
-//! drive the same engine through the same [`Monitor::execute`].
+//! drive the same engine through the same `Monitor::execute`.
 //!
 //! One task owns all unit state; restart jobs run as separate tasks (`attempts`) and report
 //! back, so a slow job never delays detection of another unit.

@@ -16,7 +16,7 @@ use crate::unit::UnitName;
 pub enum Input {
     /// Connected (again) and subscribed: time to resynchronise with a full poll.
     Connected,
-    /// A deadline from [`Engine::wake_at`] has come.
+    /// A deadline from [`Engine::wake_at`](super::engine::Engine::wake_at) has come.
     Timer,
     /// The answer to [`Action::Poll`].
     Listed(Listing),

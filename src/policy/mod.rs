@@ -1,7 +1,8 @@
 //! Restart policy: what to do about one unit, decided from what was observed and the time.
 //!
-//! This module does no I/O and reads no clock: every input carries [`Now`], and the caller
-//! turns the returned [`Effect`]s into D-Bus calls, log lines and state writes.
+//! This module does no I/O and reads no clock: every input carries
+//! [`Now`](crate::clock::Now), and the caller turns the returned [`Effect`]s into D-Bus calls,
+//! log lines and state writes.
 
 mod machine;
 #[cfg(test)]
