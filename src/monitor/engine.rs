@@ -269,13 +269,13 @@ impl Engine {
         // real unit's name and path: signals for it arrive on that path.
         if by_name.len() == asked.len() {
             for (name, row) in asked.into_iter().zip(by_name) {
-                if row.path != UnitPath::of(&name)
+                if row.name != name
                     && let Some(w) = self.units.get_mut(&name)
-                    && w.alias.as_ref() != Some(&row.path)
+                    && w.alias.as_ref() != Some(&row.name)
                 {
-                    w.alias = Some(row.path.clone());
-                    self.out
-                        .push(Action::Follow(name.clone(), row.path.clone()));
+                    w.alias = Some(row.name.clone());
+                    let path = UnitPath::of(&row.name);
+                    self.out.push(Action::Follow(name.clone(), path));
                     let mut line =
                         Line::info(format!("an alias of {}; following that unit", row.name));
                     line.unit = Some(name.clone());

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use crate::config::Settings;
 use crate::policy::{Deps, Episode, RestartPolicy, UnitMachine, holds_dependents};
-use crate::systemd::UnitPath;
 use crate::unit::{Observation, UnitName, UnitPattern};
 
 /// What the config says about one unit.
@@ -41,8 +40,8 @@ pub struct Watched {
     pub rules: Rules,
     pub machine: UnitMachine,
     pub obs: Option<Observation>,
-    /// The real unit's path when this name is an alias, once followed.
-    pub alias: Option<UnitPath>,
+    /// The real unit when this name is an alias, once followed.
+    pub alias: Option<UnitName>,
     /// A signal's view held back while a fresh read confirms the unit went down.
     pub unconfirmed: Option<Observation>,
 }

@@ -19,7 +19,7 @@ use crate::alert::EventKind;
 use crate::clock::{Now, add};
 use crate::config;
 use crate::policy::{Episode, JobOutcome};
-use crate::systemd::{Signal, UnitPath, UnitStatus, UnitUpdate};
+use crate::systemd::{Signal, UnitStatus, UnitUpdate};
 use crate::unit::{
     ActiveState, JobResult, LoadState, Observation, SubState, UnitName, UnitPattern,
 };
@@ -177,7 +177,6 @@ impl Sim {
         UnitStatus {
             name: n.clone(),
             observation,
-            path: UnitPath::of(n),
         }
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use zbus::message::Flags;
-use zbus::{Connection, Message, OwnedObjectPath};
+use zbus::{Connection, Message, ObjectPath, OwnedObjectPath};
 
 use crate::unit::{ActiveState, JobResult, LoadState, Observation, SubState, UnitName};
 pub use jobs::Jobs;
@@ -74,13 +74,12 @@ impl From<zbus::Error> for SystemdError {
 
 type Result<T> = std::result::Result<T, SystemdError>;
 
-/// One unit as listed by the manager.
+/// One unit as listed by the manager. An alias is listed under the real unit's name (and its
+/// signals come from the real unit's path, [`UnitPath::of`] that name).
 #[derive(Clone, Debug, PartialEq)]
 pub struct UnitStatus {
     pub name: UnitName,
     pub observation: Observation,
-    /// The unit's object path as the manager gives it (an alias's is the real unit's).
-    pub path: UnitPath,
 }
 
 /// A job we queued; resolves when the manager removes it.
@@ -147,7 +146,7 @@ impl Systemd {
         }
         let names: Vec<&str> = names.iter().map(UnitName::as_str).collect();
         let reply = self.manager_call("ListUnitsByNames", &(names,)).await?;
-        Ok(parse_listing(reply.body().deserialize()?))
+        parse_listing(&reply)
     }
 
     pub async fn list_by_patterns(&self, patterns: &[&str]) -> Result<Vec<UnitStatus>> {
@@ -158,7 +157,7 @@ impl Systemd {
         let reply = self
             .manager_call("ListUnitsByPatterns", &(states, patterns))
             .await?;
-        Ok(parse_listing(reply.body().deserialize()?))
+        parse_listing(&reply)
     }
 
     /// `ResetFailedUnit` (clears the start limiter) then `RestartUnit(name, "replace")`, in one
@@ -198,36 +197,37 @@ impl Systemd {
     }
 }
 
-type Listing = Vec<(
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    OwnedObjectPath,
+/// A row of `ListUnitsBy*`, borrowed from the reply: a poll of many units allocates only what
+/// it keeps.
+type Row<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    ObjectPath<'a>,
     u32,
-    String,
-    OwnedObjectPath,
-)>;
+    &'a str,
+    ObjectPath<'a>,
+);
 
-fn parse_listing(rows: Listing) -> Vec<UnitStatus> {
-    rows.into_iter()
+fn parse_listing(reply: &Message) -> Result<Vec<UnitStatus>> {
+    let body = reply.body();
+    let rows: Vec<Row<'_>> = body.deserialize()?;
+    Ok(rows
+        .into_iter()
         .filter_map(
-            |(name, _desc, load, active, sub, _following, path, job_id, ..)| {
-                let name = UnitName::parse(&name).ok()?;
+            |(name, _desc, load, active, sub, _following, _path, job_id, ..)| {
+                let name = UnitName::parse(name).ok()?;
                 let mut observation = Observation::new(
-                    LoadState::parse(&load),
-                    ActiveState::parse(&active),
-                    SubState::new(&sub),
+                    LoadState::parse(load),
+                    ActiveState::parse(active),
+                    SubState::new(sub),
                 );
                 observation.job_pending = job_id != 0;
-                Some(UnitStatus {
-                    name,
-                    observation,
-                    path: UnitPath::from_bus(path.as_str()),
-                })
+                Some(UnitStatus { name, observation })
             },
         )
-        .collect()
+        .collect())
 }

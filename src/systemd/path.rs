@@ -27,11 +27,6 @@ impl UnitPath {
         UnitPath(path)
     }
 
-    /// A path as the manager handed it out (an alias's is the real unit's path).
-    pub(super) fn from_bus(path: &str) -> UnitPath {
-        UnitPath(path.to_string())
-    }
-
     pub fn as_str(&self) -> &str {
         &self.0
     }
