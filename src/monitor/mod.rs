@@ -74,6 +74,41 @@ struct Monitor {
     router: Router,
     jobs: Jobs,
     attempts: Attempts,
+    watchdog: Watchdog,
+}
+
+/// systemd's watchdog (`WatchdogSec=`), fed from the watch loop itself, so a hung loop is
+/// noticed.
+struct Watchdog {
+    period: Option<Duration>,
+    next: Instant,
+}
+
+impl Watchdog {
+    fn from_env() -> Watchdog {
+        Watchdog {
+            period: notify::watchdog_period(),
+            next: Instant::now(),
+        }
+    }
+
+    /// When the loop must wake to feed it.
+    fn due(&self) -> Option<Instant> {
+        self.period.map(|_| self.next)
+    }
+
+    fn feed(&mut self, notifier: &Notifier) {
+        if let Some(period) = self.period {
+            notifier.watchdog();
+            self.next = crate::clock::later(Instant::now(), period);
+        }
+    }
+
+    fn feed_if_due(&mut self, notifier: &Notifier) {
+        if self.due().is_some_and(|at| Instant::now() >= at) {
+            self.feed(notifier);
+        }
+    }
 }
 
 impl Monitor {
@@ -92,6 +127,7 @@ impl Monitor {
             router: Router::default(),
             jobs: Jobs::default(),
             attempts: Attempts::default(),
+            watchdog: Watchdog::from_env(),
         }
     }
 
@@ -109,15 +145,11 @@ impl Monitor {
         tokio::pin!(shutdown);
         let startup = std::mem::take(&mut self.startup);
         self.perform_local(startup);
-        let watchdog = notify::watchdog_period();
-        let mut next_watchdog = Instant::now();
         let mut reconnect_delay = RECONNECT_FIRST;
         'connection: loop {
             // The loop is alive while it reconnects: each try (at most RECONNECT_MAX apart,
             // plus one call's timeout) keeps systemd's watchdog fed.
-            if watchdog.is_some() {
-                self.notifier.watchdog();
-            }
+            self.watchdog.feed(&self.notifier);
             let connected = tokio::select! {
                 _ = &mut shutdown => break 'connection,
                 c = self.connect() => c,
@@ -127,16 +159,8 @@ impl Monitor {
                     match self.step(&sd, Input::Connected).await {
                         Ok(()) => {
                             reconnect_delay = RECONNECT_FIRST;
-                            let ended = self
-                                .watch(
-                                    &sd,
-                                    signals,
-                                    &mut shutdown,
-                                    &mut commands,
-                                    watchdog,
-                                    &mut next_watchdog,
-                                )
-                                .await;
+                            let ended =
+                                self.watch(&sd, signals, &mut shutdown, &mut commands).await;
                             match ended {
                                 Ended::Shutdown => return,
                                 Ended::ConnectionLost => continue 'connection,
@@ -166,15 +190,15 @@ impl Monitor {
         mut signals: Signals,
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
         commands: &mut mpsc::Receiver<Command>,
-        watchdog: Option<Duration>,
-        next_watchdog: &mut Instant,
     ) -> Ended {
         loop {
+            // Also here, not only on the timer: a stream of signals must not starve it.
+            self.watchdog.feed_if_due(&self.notifier);
             let now = Now::read();
             self.notifier.status(&self.engine.status_line(&now));
             let mut wake = self.engine.wake_at(&now);
-            if watchdog.is_some() {
-                wake = wake.min(*next_watchdog);
+            if let Some(at) = self.watchdog.due() {
+                wake = wake.min(at);
             }
             let input = tokio::select! {
                 _ = shutdown.as_mut() => {
@@ -193,12 +217,7 @@ impl Monitor {
                     Command::Reload => self.read_config(),
                 },
                 _ = tokio::time::sleep_until(wake) => {
-                    if let Some(period) = watchdog
-                        && Instant::now() >= *next_watchdog
-                    {
-                        self.notifier.watchdog();
-                        *next_watchdog = Instant::now() + period;
-                    }
+                    self.watchdog.feed_if_due(&self.notifier);
                     Input::Timer
                 }
             };
