@@ -78,6 +78,15 @@ impl Sim {
         units: &[(&str, ActiveState)],
         saved: BTreeMap<UnitName, Episode>,
     ) -> Sim {
+        Sim::build(config, units, saved, Mode::Daemon)
+    }
+
+    fn build(
+        config: &str,
+        units: &[(&str, ActiveState)],
+        saved: BTreeMap<UnitName, Episode>,
+        mode: Mode,
+    ) -> Sim {
         let settings = config::parse(Path::new("/sim.toml"), config).expect("valid config");
         let at0 = Instant::now();
         let wall0 = Timestamp::from_second(MONDAY_7AM).unwrap();
@@ -85,7 +94,7 @@ impl Sim {
             at: at0,
             wall: wall0,
         };
-        let (engine, actions) = Engine::new(settings, saved, Mode::Daemon, 42, &now);
+        let (engine, actions) = Engine::new(settings, saved, mode, 42, &now);
         let mut sim = Sim {
             engine,
             at0,
@@ -724,4 +733,41 @@ async fn a_glob_picks_up_a_started_instance_but_not_one_merely_loaded() {
     sim.set("worker@blue", ActiveState::Failed);
     sim.run_for(secs(30.0)).await;
     assert_eq!(sim.restarts_of("worker@blue").len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn once_settles_after_the_attempts_and_their_verification() {
+    let cfg = format!("{BASE}[[unit]]\nname = \"web\"\n[[unit]]\nname = \"beat\"\n");
+    let mut sim = Sim::build(
+        &cfg,
+        &[
+            ("web", ActiveState::Failed),
+            ("beat", ActiveState::Activating),
+        ],
+        BTreeMap::new(),
+        Mode::Once,
+    );
+    assert!(!sim.engine.settled(&sim.now()), "an attempt is due");
+    // Drive it as `once` does: until settled.
+    for _ in 0..100 {
+        if sim.engine.settled(&sim.now()) {
+            break;
+        }
+        let wake = sim.engine.wake_at(&sim.now());
+        tokio::time::sleep_until(wake).await;
+        sim.feed(Input::Timer);
+    }
+    assert!(sim.engine.settled(&sim.now()));
+    // Done when web's attempt (after its ~5 s backoff) has been verified (10 s later); the unit
+    // systemd is moving was waited for only up to the longest verify_after, already past.
+    assert_eq!(sim.elapsed(), sim.restarts_of("web")[0] + secs(10.0));
+    let report = sim.engine.once_report();
+    assert_eq!(
+        report.lines,
+        [
+            "beat.service activating/start DOWN",
+            "web.service active/running",
+        ]
+    );
+    assert!(!report.all_ok);
 }
