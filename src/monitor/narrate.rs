@@ -345,6 +345,33 @@ mod tests {
         o
     }
 
+    struct Fixture {
+        unit: UnitName,
+        obs: Observation,
+        policy: RestartPolicy,
+    }
+
+    impl Fixture {
+        fn new(policy: RestartPolicy) -> Fixture {
+            Fixture {
+                unit: UnitName::parse("web").unwrap(),
+                obs: failed(),
+                policy,
+            }
+        }
+
+        fn scene(&self, window: Option<&'static str>, min_interval: Option<Duration>) -> Scene<'_> {
+            Scene {
+                unit: &self.unit,
+                obs: Some(&self.obs),
+                policy: &self.policy,
+                window,
+                min_interval,
+                wall: Timestamp::from_second(1_800_000_000).unwrap(),
+            }
+        }
+    }
+
     /// (effect, level, action, attempt, message, event kind)
     type Row = (
         Effect,
@@ -357,17 +384,9 @@ mod tests {
 
     #[test]
     fn each_effect_reads_as_one_line_and_at_most_one_event() {
-        let unit = UnitName::parse("web").unwrap();
-        let o = failed();
-        let policy = RestartPolicy::default();
-        let scene = Scene {
-            unit: &unit,
-            obs: Some(&o),
-            policy: &policy,
-            window: Some("rush"),
-            min_interval: None,
-            wall: Timestamp::from_second(1_800_000_000).unwrap(),
-        };
+        let f = Fixture::new(RestartPolicy::default());
+        let scene = f.scene(Some("rush"), None);
+        let unit = f.unit.clone();
         let pg = UnitName::parse("postgresql").unwrap();
         let table: Vec<Row> = vec![
             (
@@ -503,17 +522,8 @@ mod tests {
 
     #[test]
     fn an_attempt_on_a_failed_unit_says_it_clears_the_failed_state_first() {
-        let unit = UnitName::parse("web").unwrap();
-        let o = failed();
-        let policy = RestartPolicy::default();
-        let scene = Scene {
-            unit: &unit,
-            obs: Some(&o),
-            policy: &policy,
-            window: None,
-            min_interval: None,
-            wall: Timestamp::from_second(1_800_000_000).unwrap(),
-        };
+        let f = Fixture::new(RestartPolicy::default());
+        let scene = f.scene(None, None);
         let told = narrate(&scene, &[Effect::Attempt { attempt: 1, of: 3 }]);
         let actions: Vec<_> = told.iter().map(|t| t.line.action).collect();
         assert_eq!(actions, vec![Some("reset_failed"), Some("restart")]);
@@ -523,20 +533,11 @@ mod tests {
 
     #[test]
     fn the_plan_goes_into_the_email_about_what_happened_and_names_no_missing_command() {
-        let unit = UnitName::parse("web").unwrap();
-        let o = failed();
-        let never = RestartPolicy {
+        let f = Fixture::new(RestartPolicy {
             give_up_cooldown: None,
             ..RestartPolicy::default()
-        };
-        let scene = Scene {
-            unit: &unit,
-            obs: Some(&o),
-            policy: &never,
-            window: None,
-            min_interval: Some(Duration::from_secs(60)),
-            wall: Timestamp::from_second(1_800_000_000).unwrap(),
-        };
+        });
+        let scene = f.scene(None, Some(Duration::from_secs(60)));
         let told = narrate(
             &scene,
             &[

@@ -211,6 +211,12 @@ impl Sim {
     /// The unit changes state, and systemd signals it.
     fn set(&mut self, unit: &str, active: ActiveState) {
         let n = name(unit);
+        self.change(n, active);
+        self.feed_inbox();
+    }
+
+    /// The table changes, and the signal systemd would send about it is queued.
+    fn change(&mut self, n: UnitName, active: ActiveState) {
         self.table.insert(n.clone(), obs(active, sub_of(active)));
         self.inbox.push_back(Input::Signal(Signal::Unit {
             name: n,
@@ -220,7 +226,6 @@ impl Sim {
                 ..UnitUpdate::default()
             },
         }));
-        self.feed_inbox();
     }
 
     fn feed_inbox(&mut self) {
@@ -249,15 +254,7 @@ impl Sim {
                 (ActiveState::Active, JobResult::Done)
             }
         };
-        self.table.insert(unit.clone(), obs(active, sub_of(active)));
-        self.inbox.push_back(Input::Signal(Signal::Unit {
-            name: unit.clone(),
-            update: UnitUpdate {
-                active: Some(active),
-                sub: Some(SubState::new(sub_of(active))),
-                ..UnitUpdate::default()
-            },
-        }));
+        self.change(unit.clone(), active);
         self.inbox.push_back(Input::JobDone {
             name: unit,
             outcome: JobOutcome::Ended(result),
