@@ -430,7 +430,7 @@ impl Engine {
     fn tick_all(&mut self, now: &Now) {
         for _ in 0..=self.units.len() {
             let mut changed = false;
-            for name in self.units.names() {
+            for name in self.units.due(now) {
                 let deps = self.units.deps(&name);
                 let Some(w) = self.units.get_mut(&name) else {
                     continue;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::clock::Now;
 use crate::config::Settings;
 use crate::policy::{Deps, Episode, RestartPolicy, UnitMachine, holds_dependents};
 use crate::unit::{Observation, UnitName, UnitPattern};
@@ -105,6 +106,15 @@ impl Registry {
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&UnitName, &mut Watched)> {
         self.units.iter_mut()
+    }
+
+    /// The units whose machines have something to do at `now`.
+    pub fn due(&self, now: &Now) -> Vec<UnitName> {
+        self.units
+            .iter()
+            .filter(|(_, w)| w.machine.due(&w.rules.policy, now))
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     pub fn names(&self) -> Vec<UnitName> {

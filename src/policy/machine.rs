@@ -170,6 +170,16 @@ impl UnitMachine {
         }
     }
 
+    /// Whether `tick` may have something to do at `now`; the watch loop ticks only these.
+    pub fn due(&self, p: &RestartPolicy, now: &Now) -> bool {
+        match &self.phase {
+            Phase::Waiting { at, .. } => *at <= now.at,
+            Phase::Running { .. } => false,
+            Phase::Verifying { until, .. } => *until <= now.at,
+            Phase::Idle => self.next_deadline(p, now).is_some_and(|d| d <= now.at),
+        }
+    }
+
     /// A new view of the unit (signal or poll).
     pub fn observe(&mut self, p: &RestartPolicy, h: Health, now: &Now) -> Vec<Effect> {
         let prev = self.last.replace(h);
