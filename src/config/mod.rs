@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -44,7 +45,8 @@ pub struct Settings {
     pub path: PathBuf,
     pub daemon: DaemonSettings,
     pub calendar: Calendar,
-    pub units: Vec<UnitSettings>,
+    /// Shared with the watch loop's registry: each watched unit holds its own entry.
+    pub units: Vec<Arc<UnitSettings>>,
     pub email: Option<EmailSettings>,
     pub metrics: Option<MetricsSettings>,
     pub resources: Option<ResourceSettings>,
@@ -65,6 +67,20 @@ pub struct UnitSettings {
     pub depends_on: Vec<UnitName>,
     pub policy: RestartPolicy,
     pub probe: Option<ProbeSettings>,
+}
+
+impl UnitSettings {
+    /// Configured by name rather than a glob: listed by name (so not-found is seen), and
+    /// `restart_inactive` applies.
+    pub fn is_exact(&self) -> bool {
+        matches!(self.pattern, UnitPattern::Exact(_))
+    }
+
+    /// `restart_inactive` applies to configured names only: glob instances come and go, and
+    /// one an operator stopped (or only looked at) must not be started again.
+    pub fn restarts_inactive(&self) -> bool {
+        self.is_exact() && self.policy.restart_inactive
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -263,6 +279,11 @@ impl Settings {
             .iter()
             .position(|u| matches!(&u.pattern, UnitPattern::Exact(n) if n == name))
             .or_else(|| self.units.iter().position(|u| u.pattern.matches(name)))
+    }
+
+    /// The `[[unit]]` entry that governs `name`, shared.
+    pub fn unit_settings(&self, name: &UnitName) -> Option<Arc<UnitSettings>> {
+        self.entry_for(name).map(|i| Arc::clone(&self.units[i]))
     }
 
     /// Names configured exactly (not globs).

@@ -203,7 +203,7 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
         path: path.to_path_buf(),
         daemon,
         calendar: Calendar { windows },
-        units,
+        units: units.into_iter().map(std::sync::Arc::new).collect(),
         email,
         metrics,
         resources,

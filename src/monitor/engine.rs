@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::attempts::Reset;
 use super::narrate::{self, Line, Scene};
 pub use super::protocol::{Action, Input, Listing, Mode};
-use super::registry::{Registry, Rules};
+use super::registry::Registry;
 use super::status::{self, OnceReport, Schedule};
 use crate::alert::EventKind;
 use crate::clock::Now;
@@ -106,7 +106,7 @@ impl Engine {
             }
             Input::JobDone { name, outcome } => {
                 if let Some(w) = self.units.get_mut(&name) {
-                    let fx = w.machine.job_finished(&w.rules.policy, outcome, now);
+                    let fx = w.machine.job_finished(&w.settings.policy, outcome, now);
                     self.apply(&name, fx, now);
                 }
                 self.tick_all(now);
@@ -145,7 +145,7 @@ impl Engine {
     pub fn wake_at(&self, now: &Now) -> Instant {
         let mut wake = self.next_poll;
         for (_, w) in self.units.iter() {
-            if let Some(d) = w.machine.next_deadline(&w.rules.policy, now) {
+            if let Some(d) = w.machine.next_deadline(&w.settings.policy, now) {
                 wake = wake.min(d);
             }
         }
@@ -218,10 +218,10 @@ impl Engine {
     }
 
     fn watch(&mut self, name: UnitName, episode: Option<Episode>) -> bool {
-        let Some(rules) = Rules::of(&self.settings, &name) else {
+        let Some(unit) = self.settings.unit_settings(&name) else {
             return false;
         };
-        if !self.units.watch(name.clone(), rules, episode) {
+        if !self.units.watch(name.clone(), unit, episode) {
             return false;
         }
         self.out.push(Action::Watch(name));
@@ -246,7 +246,7 @@ impl Engine {
         let names = self
             .units
             .iter()
-            .filter(|(_, w)| w.rules.exact)
+            .filter(|(_, w)| w.settings.is_exact())
             .map(|(n, _)| n.clone())
             .collect();
         let patterns = self
@@ -292,7 +292,7 @@ impl Engine {
         let gone: Vec<UnitName> = self
             .units
             .iter()
-            .filter(|(n, w)| !w.rules.exact && !seen.contains(*n) && !w.machine.is_busy())
+            .filter(|(n, w)| !w.settings.is_exact() && !seen.contains(*n) && !w.machine.is_busy())
             .map(|(n, _)| n.clone())
             .collect();
         for name in gone {
@@ -357,8 +357,8 @@ impl Engine {
         let Some(w) = self.units.get_mut(name) else {
             return;
         };
-        let p = &w.rules.policy;
-        let health = Health::of(&obs, w.rules.restart_inactive());
+        let p = &w.settings.policy;
+        let health = Health::of(&obs, w.settings.restarts_inactive());
         let mut fx = Vec::new();
         if let Some(n) = obs.n_restarts
             && w.obs.as_ref().and_then(|o| o.n_restarts) != Some(n)
@@ -384,9 +384,9 @@ impl Engine {
                 if Some(&obs) == w.obs.as_ref() {
                     return;
                 }
-                let health = Health::of(&obs, w.rules.restart_inactive());
+                let health = Health::of(&obs, w.settings.restarts_inactive());
                 if newly_down(w.machine.health(), health) {
-                    w.unconfirmed = Some(obs);
+                    w.unconfirmed = Some(Box::new(obs));
                     self.out.push(Action::Confirm(name));
                     return;
                 }
@@ -411,7 +411,7 @@ impl Engine {
         let Some(w) = self.units.get_mut(&name) else {
             return;
         };
-        let Some(mut obs) = w.unconfirmed.take() else {
+        let Some(mut obs) = w.unconfirmed.take().map(|o| *o) else {
             return;
         };
         if let Some(fresh) = fresh {
@@ -435,7 +435,7 @@ impl Engine {
                 let Some(w) = self.units.get_mut(&name) else {
                     continue;
                 };
-                let fx = w.machine.tick(&w.rules.policy, &deps, now);
+                let fx = w.machine.tick(&w.settings.policy, &deps, now);
                 changed |= !fx.is_empty();
                 self.apply(&name, fx, now);
             }
@@ -464,7 +464,7 @@ impl Engine {
         let scene = Scene {
             unit: name,
             obs: w.obs.as_ref(),
-            policy: &w.rules.policy,
+            policy: &w.settings.policy,
             window: self.window.as_deref(),
             min_interval,
             wall: now.wall,
@@ -545,10 +545,10 @@ impl Engine {
         self.reload_note = None;
         // Units still configured keep their machines (and episodes) under their new rules.
         for name in self.units.names() {
-            match Rules::of(&self.settings, &name) {
-                Some(rules) => {
+            match self.settings.unit_settings(&name) {
+                Some(unit) => {
                     if let Some(w) = self.units.get_mut(&name) {
-                        w.rules = rules;
+                        w.settings = unit;
                     }
                 }
                 None => {

@@ -1,50 +1,25 @@
-//! The watched units: each holds its own rules, its restart machine and what was last seen
+//! The watched units: each holds its own settings, its restart machine and what was last seen
 //! of it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::clock::Now;
-use crate::config::Settings;
-use crate::policy::{Deps, Episode, RestartPolicy, UnitMachine, holds_dependents};
-use crate::unit::{Observation, UnitName, UnitPattern};
+use std::sync::Arc;
 
-/// What the config says about one unit.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Rules {
-    pub policy: RestartPolicy,
-    pub depends_on: Vec<UnitName>,
-    /// Configured by name rather than picked up by a glob: listed by name (so not-found is
-    /// seen), and `restart_inactive` applies.
-    pub exact: bool,
-}
-
-impl Rules {
-    /// The rules of the `[[unit]]` entry that governs `name`, if any.
-    pub fn of(settings: &Settings, name: &UnitName) -> Option<Rules> {
-        let entry = &settings.units[settings.entry_for(name)?];
-        Some(Rules {
-            policy: entry.policy.clone(),
-            depends_on: entry.depends_on.clone(),
-            exact: matches!(entry.pattern, UnitPattern::Exact(_)),
-        })
-    }
-
-    /// `restart_inactive` applies to configured names only: glob instances come and go, and
-    /// one an operator stopped (or only looked at) must not be started again.
-    pub fn restart_inactive(&self) -> bool {
-        self.exact && self.policy.restart_inactive
-    }
-}
+use crate::config::UnitSettings;
+use crate::policy::{Deps, Episode, UnitMachine, holds_dependents};
+use crate::unit::{Observation, UnitName};
 
 pub struct Watched {
-    pub rules: Rules,
+    /// Its `[[unit]]` entry (for a glob instance, the glob's).
+    pub settings: Arc<UnitSettings>,
     pub machine: UnitMachine,
     pub obs: Option<Observation>,
     /// The real unit when this name is an alias, once followed.
     pub alias: Option<UnitName>,
     /// A signal's view held back while a fresh read confirms the unit went down.
-    pub unconfirmed: Option<Observation>,
+    pub unconfirmed: Option<Box<Observation>>,
 }
 
 pub struct Registry {
@@ -62,7 +37,12 @@ impl Registry {
     }
 
     /// Starts watching `name`; false if it already is.
-    pub fn watch(&mut self, name: UnitName, rules: Rules, episode: Option<Episode>) -> bool {
+    pub fn watch(
+        &mut self,
+        name: UnitName,
+        settings: Arc<UnitSettings>,
+        episode: Option<Episode>,
+    ) -> bool {
         if self.units.contains_key(&name) {
             return false;
         }
@@ -74,7 +54,7 @@ impl Registry {
         self.units.insert(
             name,
             Watched {
-                rules,
+                settings,
                 machine: UnitMachine::new(episode, self.seed),
                 obs: None,
                 alias: None,
@@ -112,7 +92,7 @@ impl Registry {
     pub fn due(&self, now: &Now) -> Vec<UnitName> {
         self.units
             .iter()
-            .filter(|(_, w)| w.machine.due(&w.rules.policy, now))
+            .filter(|(_, w)| w.machine.due(&w.settings.policy, now))
             .map(|(n, _)| n.clone())
             .collect()
     }
@@ -134,7 +114,7 @@ impl Registry {
         let Some(w) = self.units.get(name) else {
             return Deps::Ready;
         };
-        w.rules
+        w.settings
             .depends_on
             .iter()
             .find(|dep| {
@@ -162,7 +142,7 @@ impl Registry {
     pub fn max_verify(&self) -> Duration {
         self.units
             .values()
-            .map(|w| w.rules.policy.verify_after)
+            .map(|w| w.settings.policy.verify_after)
             .max()
             .unwrap_or_default()
     }

@@ -32,7 +32,7 @@ pub fn status_line(units: &Registry, schedule: &Schedule<'_>) -> String {
             .strip_suffix(".service")
             .unwrap_or(name.as_str());
         if let Some(k) = w.machine.current_attempt() {
-            restarting.push(format!("{short} {k}/{}", w.rules.policy.max_attempts));
+            restarting.push(format!("{short} {k}/{}", w.settings.policy.max_attempts));
             continue;
         }
         match w.machine.health() {
@@ -117,16 +117,18 @@ pub fn once_report(units: &Registry) -> OnceReport {
 mod tests {
     use super::*;
     use crate::clock::Now;
-    use crate::monitor::registry::Rules;
+    use crate::config::UnitSettings;
     use crate::policy::{Episode, RestartPolicy};
-    use crate::unit::{ActiveState, LoadState, Observation, SubState, UnitName};
+    use crate::unit::{ActiveState, LoadState, Observation, SubState, UnitName, UnitPattern};
+    use std::sync::Arc;
 
-    fn rules() -> Rules {
-        Rules {
-            policy: RestartPolicy::default(),
+    fn settings(name: &UnitName) -> Arc<UnitSettings> {
+        Arc::new(UnitSettings {
+            pattern: UnitPattern::Exact(name.clone()),
             depends_on: Vec::new(),
-            exact: true,
-        }
+            policy: RestartPolicy::default(),
+            probe: None,
+        })
     }
 
     /// A registry with one unit per state the line distinguishes.
@@ -136,12 +138,12 @@ mod tests {
         let mut add =
             |name: &str, active: ActiveState, sub: &str, load: LoadState, ep: Option<Episode>| {
                 let n = UnitName::parse(name).unwrap();
-                r.watch(n.clone(), rules(), ep);
+                r.watch(n.clone(), settings(&n), ep);
                 let w = r.get_mut(&n).unwrap();
                 let o = Observation::new(load, active, SubState::new(sub));
                 let h = crate::policy::Health::of(&o, true);
                 w.obs = Some(o);
-                let p = w.rules.policy.clone();
+                let p = w.settings.policy.clone();
                 w.machine.observe(&p, h, &now);
             };
         add(
