@@ -65,8 +65,9 @@ pub struct DaemonSettings {
 pub struct UnitSettings {
     pub pattern: UnitPattern,
     pub depends_on: Vec<UnitName>,
-    pub policy: RestartPolicy,
-    pub probe: Option<ProbeSettings>,
+    /// Shared by the units that take `[restart]` unchanged.
+    pub policy: Arc<RestartPolicy>,
+    pub probe: Option<Box<ProbeSettings>>,
 }
 
 impl UnitSettings {

@@ -24,8 +24,10 @@ pub(super) struct RawConfig {
     pub(super) restart: RawRestart,
     #[serde(default, rename = "window")]
     pub(super) windows: Vec<Spanned<RawWindow>>,
+    // Boxed: a host with a thousand units would otherwise grow (and copy) one large array of
+    // them while the whole parsed document is still in memory.
     #[serde(default, rename = "unit")]
-    pub(super) units: Vec<Spanned<RawUnit>>,
+    pub(super) units: Vec<Spanned<Box<RawUnit>>>,
     pub(super) email: Option<Spanned<RawEmail>>,
     pub(super) metrics: Option<RawMetrics>,
     pub(super) resources: Option<RawResources>,
@@ -79,7 +81,7 @@ pub(super) struct RawUnit {
     pub(super) name: Spanned<Pattern>,
     #[serde(default)]
     pub(super) depends_on: Vec<Spanned<Name>>,
-    pub(super) probe: Option<Spanned<RawProbe>>,
+    pub(super) probe: Option<Spanned<Box<RawProbe>>>,
     // Per-unit overrides of [restart].
     pub(super) max_attempts: Option<Spanned<u32>>,
     pub(super) backoff_initial: Option<Dur>,

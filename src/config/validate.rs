@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -57,8 +58,9 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
             .unwrap_or_else(|| "/run/unitwarden/control.sock".into()),
     };
 
-    let defaults =
-        merge_restart(&RestartPolicy::default(), &raw.restart).map_err(|(s, m)| err(s, m))?;
+    let defaults = Arc::new(
+        merge_restart(&RestartPolicy::default(), &raw.restart).map_err(|(s, m)| err(s, m))?,
+    );
 
     let mut windows = Vec::new();
     let mut window_names = BTreeSet::new();
@@ -108,11 +110,11 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
         });
     }
 
-    let mut units = Vec::new();
+    let mut units = Vec::with_capacity(raw.units.len());
     let mut seen: BTreeMap<String, ()> = BTreeMap::new();
     let mut deps_spans = Vec::new();
     for u in raw.units {
-        let u = u.into_inner();
+        let u = *u.into_inner();
         let name_span = u.name.span();
         let pattern = u.name.into_inner().0;
         if seen.insert(pattern.as_str().to_string(), ()).is_some() {
@@ -134,8 +136,14 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
             flap_window: u.flap_window,
         };
         let policy = merge_restart(&defaults, &overrides).map_err(|(s, m)| err(s, m))?;
+        // Most units take [restart] as it is: they share it rather than each holding a copy.
+        let policy = if policy == *defaults {
+            Arc::clone(&defaults)
+        } else {
+            Arc::new(policy)
+        };
         let probe = match u.probe {
-            Some(p) => Some(build_probe(p).map_err(|(s, m)| err(Some(s), m))?),
+            Some(p) => Some(Box::new(build_probe(p).map_err(|(s, m)| err(Some(s), m))?)),
             None => None,
         };
         let mut depends_on = Vec::new();
@@ -143,12 +151,12 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
             deps_spans.push((pattern.clone(), dep.get_ref().0.clone(), dep.span()));
             depends_on.push(dep.into_inner().0);
         }
-        units.push(UnitSettings {
+        units.push(Arc::new(UnitSettings {
             pattern,
             depends_on,
             policy,
             probe,
-        });
+        }));
     }
     for (unit, dep, span) in &deps_spans {
         let known = units
@@ -203,7 +211,7 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
         path: path.to_path_buf(),
         daemon,
         calendar: Calendar { windows },
-        units: units.into_iter().map(std::sync::Arc::new).collect(),
+        units,
         email,
         metrics,
         resources,
@@ -261,9 +269,9 @@ fn merge_restart(base: &RestartPolicy, r: &RawRestart) -> Result<RestartPolicy, 
     Ok(p)
 }
 
-fn build_probe(p: Spanned<RawProbe>) -> Result<ProbeSettings, (Range<usize>, String)> {
+fn build_probe(p: Spanned<Box<RawProbe>>) -> Result<ProbeSettings, (Range<usize>, String)> {
     let span = p.span();
-    let p = p.into_inner();
+    let p = *p.into_inner();
     let kinds = [p.http.is_some(), p.tcp.is_some(), p.exec.is_some()];
     if kinds.iter().filter(|k| **k).count() != 1 {
         return Err((
@@ -380,7 +388,7 @@ fn build_email(e: Spanned<RawEmail>) -> Result<EmailSettings, (Range<usize>, Str
 }
 
 fn dependency_cycle(
-    units: &[UnitSettings],
+    units: &[Arc<UnitSettings>],
     deps: &[(UnitPattern, UnitName, Range<usize>)],
 ) -> Option<(UnitName, Range<usize>)> {
     let edges = |n: &UnitName| -> Vec<UnitName> {

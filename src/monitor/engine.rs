@@ -193,6 +193,11 @@ impl Engine {
         status::once_report(&self.units)
     }
 
+    /// Whether `name` is watched (signals about other units are not decoded).
+    pub fn watches(&self, name: &UnitName) -> bool {
+        self.units.contains(name)
+    }
+
     /// The episodes as they stand, for the last write at shutdown.
     pub fn episodes(&self) -> BTreeMap<UnitName, Episode> {
         self.units.episodes()
@@ -203,12 +208,12 @@ impl Engine {
     }
 
     fn log(&mut self, line: Line) {
-        self.out.push(Action::Log(line));
+        self.out.push(Action::Log(Box::new(line)));
     }
 
     fn alert_self(&mut self, kind: EventKind, detail: String, now: &Now) {
         let ev = narrate::about_self(kind, detail, self.window.as_deref(), now.wall);
-        self.out.push(Action::Alert(ev));
+        self.out.push(Action::Alert(Box::new(ev)));
     }
 
     fn flush(&mut self) {
@@ -221,11 +226,7 @@ impl Engine {
         let Some(unit) = self.settings.unit_settings(&name) else {
             return false;
         };
-        if !self.units.watch(name.clone(), unit, episode) {
-            return false;
-        }
-        self.out.push(Action::Watch(name));
-        true
+        self.units.watch(name, unit, episode)
     }
 
     fn unwatch(&mut self, name: &UnitName) {
@@ -482,9 +483,9 @@ impl Engine {
         // Lines and alerts first, in the machine's order; the attempt goes out last, after the
         // episode that counts it is on disk (a killed watchdog never repeats an attempt).
         for t in told {
-            self.out.push(Action::Log(t.line));
+            self.out.push(Action::Log(Box::new(t.line)));
             if let Some(ev) = t.event {
-                self.out.push(Action::Alert(ev));
+                self.out.push(Action::Alert(Box::new(ev)));
             }
         }
         for e in &fx {

@@ -205,7 +205,7 @@ impl Monitor {
                     self.stop(Some(&mut signals)).await;
                     return Ended::Shutdown;
                 }
-                sig = signals.next(&self.router) => match sig {
+                sig = signals.next(&self.router, |n| self.engine.watches(n)) => match sig {
                     Some(sig) => Input::Signal(sig),
                     None => {
                         tracing::warn!("lost the D-Bus connection; reconnecting");
@@ -246,7 +246,7 @@ impl Monitor {
             }
             let wake = self.engine.wake_at(&now);
             let input = tokio::select! {
-                sig = signals.next(&self.router) => match sig {
+                sig = signals.next(&self.router, |n| self.engine.watches(n)) => match sig {
                     Some(sig) => Input::Signal(sig),
                     None => anyhow::bail!("lost the D-Bus connection"),
                 },
@@ -340,14 +340,13 @@ impl Monitor {
     fn perform_local(&mut self, actions: Vec<Action>) {
         for action in actions {
             match action {
-                Action::Watch(name) => self.router.watch(&name),
                 Action::Follow(name, path) => {
                     self.router.follow(&name, &path);
                 }
                 Action::Unwatch(name) => self.router.unwatch(&name),
                 Action::Persist(episodes) => self.store.save(&episodes),
                 Action::Log(line) => emit(&line),
-                Action::Alert(ev) => self.alerts.send(ev),
+                Action::Alert(ev) => self.alerts.send(*ev),
                 Action::Ready => {
                     let status = self.engine.status_line(&Now::read());
                     self.notifier.ready(&status);
@@ -367,7 +366,7 @@ impl Monitor {
         while !self.attempts.is_empty() {
             let signal = async {
                 match signals.as_deref_mut() {
-                    Some(s) => s.next(&self.router).await,
+                    Some(s) => s.next(&self.router, |n| self.engine.watches(n)).await,
                     None => std::future::pending().await,
                 }
             };

@@ -62,10 +62,9 @@ pub enum Action {
     Read(UnitName),
     /// Subscribe again (a restarted manager forgot us).
     Subscribe,
-    /// Route signals of `name`'s own path to it.
-    Watch(UnitName),
     /// Also route signals of this path (the real unit of an alias) to `name`.
     Follow(UnitName, UnitPath),
+    /// `name` is no longer watched: forget its aliases.
     Unwatch(UnitName),
     /// Restart `unit`; answer with [`Input::JobDone`]. The episodes were persisted before.
     Restart {
@@ -74,8 +73,9 @@ pub enum Action {
     },
     /// Write the episodes to `state_dir`.
     Persist(BTreeMap<UnitName, Episode>),
-    Log(Line),
-    Alert(Event),
+    // Boxed: most actions are small, and a turn at startup queues one per watched unit.
+    Log(Box<Line>),
+    Alert(Box<Event>),
     /// Tell systemd we are ready (`READY=1`, with the status line).
     Ready,
 }

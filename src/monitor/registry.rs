@@ -23,7 +23,9 @@ pub struct Watched {
 }
 
 pub struct Registry {
-    units: BTreeMap<UnitName, Watched>,
+    // Boxed: the map's nodes hold room for eleven entries each, mostly unused, and a unit's
+    // state is ten times the size of a pointer.
+    units: BTreeMap<UnitName, Box<Watched>>,
     seed: u64,
 }
 
@@ -53,13 +55,13 @@ impl Registry {
             .wrapping_add(1442695040888963407);
         self.units.insert(
             name,
-            Watched {
+            Box::new(Watched {
                 settings,
                 machine: UnitMachine::new(episode, self.seed),
                 obs: None,
                 alias: None,
                 unconfirmed: None,
-            },
+            }),
         );
         true
     }
@@ -69,11 +71,11 @@ impl Registry {
     }
 
     pub fn get(&self, name: &UnitName) -> Option<&Watched> {
-        self.units.get(name)
+        self.units.get(name).map(|w| &**w)
     }
 
     pub fn get_mut(&mut self, name: &UnitName) -> Option<&mut Watched> {
-        self.units.get_mut(name)
+        self.units.get_mut(name).map(|w| &mut **w)
     }
 
     pub fn contains(&self, name: &UnitName) -> bool {
@@ -81,11 +83,7 @@ impl Registry {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&UnitName, &Watched)> {
-        self.units.iter()
-    }
-
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&UnitName, &mut Watched)> {
-        self.units.iter_mut()
+        self.units.iter().map(|(n, w)| (n, &**w))
     }
 
     /// The units whose machines have something to do at `now`.

@@ -126,7 +126,7 @@ mod tests {
         Arc::new(UnitSettings {
             pattern: UnitPattern::Exact(name.clone()),
             depends_on: Vec::new(),
-            policy: RestartPolicy::default(),
+            policy: Arc::new(RestartPolicy::default()),
             probe: None,
         })
     }

@@ -164,13 +164,9 @@ impl Sim {
                 }
                 Action::Restart { unit, .. } => self.restart(unit),
                 Action::Persist(eps) => self.persisted.push(eps),
-                Action::Log(line) => self.lines.push(line),
-                Action::Alert(ev) => self.alerts.push(ev),
-                Action::Subscribe
-                | Action::Watch(_)
-                | Action::Follow(..)
-                | Action::Unwatch(_)
-                | Action::Ready => {}
+                Action::Log(line) => self.lines.push(*line),
+                Action::Alert(ev) => self.alerts.push(*ev),
+                Action::Subscribe | Action::Follow(..) | Action::Unwatch(_) | Action::Ready => {}
             }
         }
     }

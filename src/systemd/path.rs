@@ -66,45 +66,57 @@ impl fmt::Display for JobPath {
     }
 }
 
-/// Which watched unit a signal's object path belongs to. systemd signals every unit's changes
-/// once anyone subscribes; looking the path up first skips decoding the others' property maps.
+/// Which watched unit a signal's object path belongs to. A unit's own path names it
+/// (systemd's escaping, undone), so only aliases need remembering: `mysql` changes on
+/// `mariadb.service`'s path. systemd signals every unit's changes once anyone subscribes;
+/// resolving the path first skips decoding the others' property maps.
 #[derive(Debug, Default)]
 pub struct Router {
-    by_path: HashMap<UnitPath, UnitName>,
+    aliases: HashMap<UnitPath, UnitName>,
 }
 
 impl Router {
-    /// Routes the unit's own path to it.
-    pub fn watch(&mut self, name: &UnitName) {
-        self.by_path.insert(UnitPath::of(name), name.clone());
-    }
-
-    /// Also routes `path` to `name`: an alias (`mysql` for `mariadb.service`) changes on the
-    /// real unit's path. Returns whether the path is new.
+    /// Also routes `path` to `name`. Returns whether the path is new.
     pub fn follow(&mut self, name: &UnitName, path: &UnitPath) -> bool {
-        if self.by_path.contains_key(path) {
+        if self.aliases.contains_key(path) {
             return false;
         }
-        self.by_path.insert(path.clone(), name.clone());
+        self.aliases.insert(path.clone(), name.clone());
         true
     }
 
-    /// Forgets every path that leads to `name`.
+    /// Forgets the aliases that lead to `name`.
     pub fn unwatch(&mut self, name: &UnitName) {
-        self.by_path.retain(|_, n| n != name);
+        self.aliases.retain(|_, n| n != name);
     }
 
-    pub fn resolve(&self, path: &str) -> Option<&UnitName> {
-        self.by_path.get(path)
+    /// The watched unit `path` belongs to; `watched` says which names are.
+    pub fn resolve(&self, path: &str, watched: impl Fn(&UnitName) -> bool) -> Option<UnitName> {
+        if let Some(name) = self.aliases.get(path) {
+            return Some(name.clone());
+        }
+        let name = decode(path.strip_prefix(UNIT_PREFIX)?)?;
+        let name = UnitName::parse(&name).ok()?;
+        watched(&name).then_some(name)
     }
+}
 
-    pub fn len(&self) -> usize {
-        self.by_path.len()
+/// `sd_bus_path_decode`: `_xx` is the byte with hex value xx.
+fn decode(escaped: &str) -> Option<String> {
+    let bytes = escaped.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'_' {
+            let hex = escaped.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_path.is_empty()
-    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -141,17 +153,40 @@ mod tests {
     }
 
     #[test]
-    fn router_follows_aliases_and_forgets_all_paths_of_a_unit() {
+    fn router_names_watched_units_by_their_path_and_follows_aliases() {
         let mut r = Router::default();
         let mysql = n("mysql");
-        r.watch(&mysql);
+        let celery = n("celery@a-1");
+        let watched = |u: &UnitName| *u == mysql || *u == celery;
+        assert_eq!(
+            r.resolve(UnitPath::of(&celery).as_str(), watched),
+            Some(celery.clone())
+        );
+        assert_eq!(r.resolve(UnitPath::of(&n("other")).as_str(), watched), None);
         let real = UnitPath::of(&n("mariadb"));
+        assert_eq!(r.resolve(real.as_str(), watched), None, "not followed yet");
         assert!(r.follow(&mysql, &real));
         assert!(!r.follow(&mysql, &real), "known path");
-        assert_eq!(r.resolve(real.as_str()), Some(&mysql));
-        assert_eq!(r.resolve(UnitPath::of(&mysql).as_str()), Some(&mysql));
-        assert_eq!(r.resolve("/org/freedesktop/systemd1/unit/other"), None);
+        assert_eq!(r.resolve(real.as_str(), watched), Some(mysql.clone()));
         r.unwatch(&mysql);
-        assert!(r.is_empty());
+        assert_eq!(r.resolve(real.as_str(), watched), None);
+        for bad in [
+            "/org/freedesktop/systemd1/unit/x_zz",
+            "/org/freedesktop/systemd1/job/1",
+            "/",
+        ] {
+            assert_eq!(r.resolve(bad, |_| true), None, "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoding_undoes_the_escaping(raw in "[a-zA-Z0-9:_.@\\\\-]{1,40}") {
+            if let Ok(name) = UnitName::parse(&raw) {
+                let path = UnitPath::of(&name);
+                let back = Router::default().resolve(path.as_str(), |_| true);
+                proptest::prop_assert_eq!(back, Some(name));
+            }
+        }
     }
 }

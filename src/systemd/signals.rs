@@ -103,16 +103,21 @@ impl Signals {
         })
     }
 
-    /// The next signal about a unit `router` knows or about the manager; `None` when the
-    /// connection is gone. Job removals are delivered to their attempts on the way.
-    pub async fn next(&mut self, router: &Router) -> Option<Signal> {
+    /// The next signal about a watched unit (as `router` and `watched` tell) or about the
+    /// manager; `None` when the connection is gone. Job removals are delivered to their
+    /// attempts on the way.
+    pub async fn next(
+        &mut self,
+        router: &Router,
+        watched: impl Fn(&UnitName) -> bool,
+    ) -> Option<Signal> {
         loop {
             let msg = tokio::select! {
                 m = next_item(&mut self.systemd) => m?,
                 m = next_item(&mut self.owner) => m?,
             };
             let Ok(msg) = msg else { continue };
-            match decode(&msg, router) {
+            match decode(&msg, router, &watched) {
                 Some(Decoded::Signal(sig)) => return Some(sig),
                 Some(Decoded::JobRemoved(job, result)) => {
                     self.jobs.removed(job, result);
@@ -132,13 +137,17 @@ enum Decoded {
     JobRemoved(JobPath, JobResult),
 }
 
-fn decode(msg: &zbus::Message, router: &Router) -> Option<Decoded> {
+fn decode(
+    msg: &zbus::Message,
+    router: &Router,
+    watched: &impl Fn(&UnitName) -> bool,
+) -> Option<Decoded> {
     let header = msg.header();
     let member = header.member()?.as_str();
     let body = msg.body();
     let signal = match member {
         "PropertiesChanged" => {
-            let name = router.resolve(header.path()?.as_str())?.clone();
+            let name = router.resolve(header.path()?.as_str(), watched)?;
             let (iface, changed, _): (String, HashMap<String, OwnedVariant>, Vec<String>) =
                 body.deserialize().ok()?;
             if iface != UNIT_IFACE && iface != SERVICE_IFACE {
