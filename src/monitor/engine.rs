@@ -266,24 +266,23 @@ impl Engine {
             by_name,
             by_pattern,
         } = listing;
-        // One row per name, in order. An alias (`sshd` for `ssh.service`) comes back under the
-        // real unit's name and path: signals for it arrive on that path.
-        if by_name.len() == asked.len() {
-            for (name, row) in asked.into_iter().zip(by_name) {
-                if row.name != name
-                    && let Some(w) = self.units.get_mut(&name)
-                    && w.alias.as_ref() != Some(&row.name)
-                {
-                    w.alias = Some(row.name.clone());
-                    let path = UnitPath::of(&row.name);
-                    self.out.push(Action::Follow(name.clone(), path));
-                    let mut line =
-                        Line::info(format!("an alias of {}; following that unit", row.name));
-                    line.unit = Some(name.clone());
-                    self.log(line);
-                }
-                self.observe_listed(UnitStatus { name, ..row }, now);
+        // One row per name, in order; `None` where the manager's answer could not be paired
+        // with the names asked. An alias (`sshd` for `ssh.service`) comes back under the real
+        // unit's name: signals for it arrive on that unit's path.
+        for (name, row) in asked.into_iter().zip(by_name) {
+            let Some(row) = row else { continue };
+            if row.name != name
+                && let Some(w) = self.units.get_mut(&name)
+                && w.alias.as_ref() != Some(&row.name)
+            {
+                w.alias = Some(row.name.clone());
+                let path = UnitPath::of(&row.name);
+                self.out.push(Action::Follow(name.clone(), path));
+                let mut line = Line::info(format!("an alias of {}; following that unit", row.name));
+                line.unit = Some(name.clone());
+                self.log(line);
             }
+            self.observe_listed(UnitStatus { name, ..row }, now);
         }
         let seen: HashSet<UnitName> = by_pattern.iter().map(|r| r.name.clone()).collect();
         for row in by_pattern {

@@ -15,6 +15,7 @@ pub mod status;
 #[cfg(test)]
 mod tests;
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::time::Duration;
 
@@ -27,12 +28,15 @@ use crate::config::{self, Settings};
 use crate::logging::{LogHandle, format_duration};
 use crate::notify::{self, Notifier};
 use crate::state::Store;
-use crate::systemd::{Jobs, Router, Signals, Systemd, SystemdError};
+use crate::systemd::{Jobs, Router, Signal, Signals, Systemd, SystemdError};
 use attempts::Attempts;
 use engine::{Action, Engine, Input, Listing, Mode};
 use narrate::Line;
 pub use status::OnceReport;
 
+/// Names per `ListUnitsByNames` call: a poll of a thousand units goes out as a few calls of
+/// modest size rather than one reply of a few hundred KiB that the allocator keeps.
+const POLL_BATCH: usize = 256;
 /// Bound on waiting for in-flight restart jobs at shutdown.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 const RECONNECT_FIRST: Duration = Duration::from_millis(100);
@@ -75,6 +79,14 @@ struct Monitor {
     jobs: Jobs,
     attempts: Attempts,
     watchdog: Watchdog,
+    /// Signals read while the loop waited for an answer from the manager, in order.
+    backlog: VecDeque<Signal>,
+}
+
+/// One connection to the manager: calls go out on `sd`, news comes in on `signals`.
+struct Link {
+    sd: Systemd,
+    signals: Signals,
 }
 
 /// systemd's watchdog (`WatchdogSec=`), fed from the watch loop itself, so a hung loop is
@@ -128,13 +140,16 @@ impl Monitor {
             jobs: Jobs::default(),
             attempts: Attempts::default(),
             watchdog: Watchdog::from_env(),
+            backlog: VecDeque::new(),
         }
     }
 
-    async fn connect(&self) -> Result<(Systemd, Signals), SystemdError> {
+    async fn connect(&mut self) -> Result<Link, SystemdError> {
         let sd = Systemd::connect(self.engine.settings().daemon.bus, self.jobs.clone()).await?;
         let signals = sd.signals().await?;
-        Ok((sd, signals))
+        // What was read on a lost connection is stale: the first poll resynchronises.
+        self.backlog.clear();
+        Ok(Link { sd, signals })
     }
 
     async fn run(
@@ -155,12 +170,11 @@ impl Monitor {
                 c = self.connect() => c,
             };
             let failure = match connected {
-                Ok((sd, signals)) => {
-                    match self.step(&sd, Input::Connected).await {
+                Ok(mut link) => {
+                    match self.step(&mut link, Input::Connected).await {
                         Ok(()) => {
                             reconnect_delay = RECONNECT_FIRST;
-                            let ended =
-                                self.watch(&sd, signals, &mut shutdown, &mut commands).await;
+                            let ended = self.watch(link, &mut shutdown, &mut commands).await;
                             match ended {
                                 Ended::Shutdown => return,
                                 Ended::ConnectionLost => continue 'connection,
@@ -186,8 +200,7 @@ impl Monitor {
     /// Serves one connection until shutdown or until the connection is lost.
     async fn watch(
         &mut self,
-        sd: &Systemd,
-        mut signals: Signals,
+        mut link: Link,
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
         commands: &mut mpsc::Receiver<Command>,
     ) -> Ended {
@@ -200,12 +213,15 @@ impl Monitor {
             if let Some(at) = self.watchdog.due() {
                 wake = wake.min(at);
             }
-            let input = tokio::select! {
+            let input = if let Some(sig) = self.backlog.pop_front() {
+                Input::Signal(sig)
+            } else {
+                tokio::select! {
                 _ = shutdown.as_mut() => {
-                    self.stop(Some(&mut signals)).await;
+                    self.stop(Some(&mut link.signals)).await;
                     return Ended::Shutdown;
                 }
-                sig = signals.next(&self.router, |n| self.engine.watches(n)) => match sig {
+                sig = link.signals.next(&self.router, |n| self.engine.watches(n)) => match sig {
                     Some(sig) => Input::Signal(sig),
                     None => {
                         tracing::warn!("lost the D-Bus connection; reconnecting");
@@ -220,8 +236,9 @@ impl Monitor {
                     self.watchdog.feed_if_due(&self.notifier);
                     Input::Timer
                 }
+                }
             };
-            match self.step(sd, input).await {
+            match self.step(&mut link, input).await {
                 Err(e) if e.is_connection_lost() => {
                     tracing::warn!("{e}; reconnecting");
                     return Ended::ConnectionLost;
@@ -237,23 +254,27 @@ impl Monitor {
     async fn once(&mut self) -> anyhow::Result<OnceReport> {
         let startup = std::mem::take(&mut self.startup);
         self.perform_local(startup);
-        let (sd, mut signals) = self.connect().await?;
-        self.step(&sd, Input::Connected).await?;
+        let mut link = self.connect().await?;
+        self.step(&mut link, Input::Connected).await?;
         loop {
             let now = Now::read();
             if self.engine.settled(&now) && self.attempts.is_empty() {
                 break;
             }
             let wake = self.engine.wake_at(&now);
-            let input = tokio::select! {
-                sig = signals.next(&self.router, |n| self.engine.watches(n)) => match sig {
-                    Some(sig) => Input::Signal(sig),
-                    None => anyhow::bail!("lost the D-Bus connection"),
-                },
-                (name, outcome) = self.attempts.next() => Input::JobDone { name, outcome },
-                _ = tokio::time::sleep_until(wake) => Input::Timer,
+            let input = if let Some(sig) = self.backlog.pop_front() {
+                Input::Signal(sig)
+            } else {
+                tokio::select! {
+                    sig = link.signals.next(&self.router, |n| self.engine.watches(n)) => match sig {
+                        Some(sig) => Input::Signal(sig),
+                        None => anyhow::bail!("lost the D-Bus connection"),
+                    },
+                    (name, outcome) = self.attempts.next() => Input::JobDone { name, outcome },
+                    _ = tokio::time::sleep_until(wake) => Input::Timer,
+                }
             };
-            self.step(&sd, input).await?;
+            self.step(&mut link, input).await?;
         }
         self.store.save_durably(&self.engine.episodes());
         Ok(self.engine.once_report())
@@ -275,29 +296,43 @@ impl Monitor {
     }
 
     /// Hands `input` to the engine and carries out what it decides.
-    async fn step(&mut self, sd: &Systemd, input: Input) -> Result<(), SystemdError> {
+    async fn step(&mut self, link: &mut Link, input: Input) -> Result<(), SystemdError> {
         let actions = self.engine.handle(input, &Now::read());
-        self.execute(sd, actions).await
+        self.execute(link, actions).await
     }
 
     /// Carries out `actions` in order. An action that asks the manager something feeds the
     /// answer straight back, and what the engine decides on it is carried out before the rest.
     /// Returns the first failed poll, after doing everything else.
-    async fn execute(&mut self, sd: &Systemd, actions: Vec<Action>) -> Result<(), SystemdError> {
+    async fn execute(&mut self, link: &mut Link, actions: Vec<Action>) -> Result<(), SystemdError> {
         let mut todo = actions;
         todo.reverse();
         let mut failure = None;
         while let Some(action) = todo.pop() {
+            let sd = &link.sd;
+            // While a call is out, signals keep being read (into the backlog): the manager's
+            // answer queues behind them on the socket.
+            let mut drained = Drain {
+                signals: &mut link.signals,
+                router: &self.router,
+                engine: &self.engine,
+                backlog: &mut self.backlog,
+            };
             let answer = match action {
-                Action::Poll { names, patterns } => match poll(sd, names, &patterns).await {
-                    Ok(listing) => Some(Input::Listed(listing)),
-                    Err(e) => {
-                        failure.get_or_insert(e);
-                        None
+                Action::Poll { names, patterns } => {
+                    match drained.call(poll(sd, names, &patterns)).await {
+                        Ok(listing) => Some(Input::Listed(listing)),
+                        Err(e) => {
+                            failure.get_or_insert(e);
+                            None
+                        }
                     }
-                },
+                }
                 Action::Confirm(name) => {
-                    let fresh = match sd.list_by_names(std::slice::from_ref(&name)).await {
+                    let fresh = match drained
+                        .call(sd.list_by_names(std::slice::from_ref(&name)))
+                        .await
+                    {
                         Ok(rows) => rows.into_iter().next(),
                         Err(e) => {
                             tracing::debug!(unit = %name, "cannot confirm state: {e}");
@@ -306,7 +341,10 @@ impl Monitor {
                     };
                     Some(Input::Confirmed { name, fresh })
                 }
-                Action::Read(name) => match sd.list_by_names(std::slice::from_ref(&name)).await {
+                Action::Read(name) => match drained
+                    .call(sd.list_by_names(std::slice::from_ref(&name)))
+                    .await
+                {
                     Ok(rows) => Some(Input::Discovered(rows)),
                     Err(e) => {
                         tracing::warn!(unit = %name, "cannot read new unit: {e}");
@@ -314,7 +352,7 @@ impl Monitor {
                     }
                 },
                 Action::Subscribe => {
-                    if let Err(e) = sd.subscribe().await {
+                    if let Err(e) = drained.call(sd.subscribe()).await {
                         tracing::warn!("subscribe failed: {e}");
                     }
                     None
@@ -389,12 +427,52 @@ enum Ended {
     ConnectionLost,
 }
 
+/// Reads signals into the backlog while a call to the manager is out.
+struct Drain<'a> {
+    signals: &'a mut Signals,
+    router: &'a Router,
+    engine: &'a Engine,
+    backlog: &'a mut VecDeque<Signal>,
+}
+
+impl Drain<'_> {
+    async fn call<F: Future>(&mut self, call: F) -> F::Output {
+        tokio::pin!(call);
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut call => return out,
+                sig = self.signals.next(self.router, |n| self.engine.watches(n)) => match sig {
+                    Some(sig) => self.backlog.push_back(sig),
+                    // The connection is gone; the call fails by itself.
+                    None => return call.await,
+                },
+            }
+        }
+    }
+}
+
 async fn poll(
     sd: &Systemd,
     names: Vec<crate::unit::UnitName>,
     patterns: &[String],
 ) -> Result<Listing, SystemdError> {
-    let by_name = sd.list_by_names(&names).await?;
+    let mut by_name = Vec::with_capacity(names.len());
+    for batch in names.chunks(POLL_BATCH) {
+        let rows = sd.list_by_names(batch).await?;
+        if rows.len() == batch.len() {
+            by_name.extend(rows.into_iter().map(Some));
+        } else {
+            // The rows cannot be paired with the names; the next poll tries again, and the
+            // other batches are unaffected.
+            tracing::warn!(
+                "systemd listed {} units for {} names asked; those are checked again at the next poll",
+                rows.len(),
+                batch.len()
+            );
+            by_name.extend(batch.iter().map(|_| None));
+        }
+    }
     let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
     let by_pattern = sd.list_by_patterns(&patterns).await?;
     Ok(Listing {

@@ -43,8 +43,9 @@ pub enum Input {
 #[derive(Debug, Default)]
 pub struct Listing {
     pub asked: Vec<UnitName>,
-    /// One row per asked name, in order, as the manager answered.
-    pub by_name: Vec<UnitStatus>,
+    /// One row per asked name, in order; `None` where the manager's answer to a batch could
+    /// not be paired with the names asked.
+    pub by_name: Vec<Option<UnitStatus>>,
     pub by_pattern: Vec<UnitStatus>,
 }
 

@@ -186,7 +186,7 @@ impl Sim {
     }
 
     fn listing(&self, names: Vec<UnitName>, patterns: &[String]) -> Listing {
-        let by_name = names.iter().map(|n| self.row(n)).collect();
+        let by_name = names.iter().map(|n| Some(self.row(n))).collect();
         let globs: Vec<UnitPattern> = patterns
             .iter()
             .map(|p| UnitPattern::parse(p).unwrap())

@@ -92,9 +92,11 @@ impl Signals {
             .member("NameOwnerChanged")
             .arg(0, DEST)
             .build()?;
-        // After Subscribe this carries the whole host's unit and job traffic; a full queue
-        // would hold up method replies too, so leave room for bursts (boot, mass restarts).
-        let systemd = MessageStream::for_match_rule(systemd, conn, NonZeroUsize::new(4096)).await?;
+        // After Subscribe this carries the whole host's unit and job traffic. A full queue
+        // holds up the connection's reader, method replies included, so the watch loop keeps
+        // reading signals while it waits for a reply; the queue only has to absorb what
+        // arrives within one turn of the loop. Its slots are allocated up front.
+        let systemd = MessageStream::for_match_rule(systemd, conn, NonZeroUsize::new(256)).await?;
         let owner = MessageStream::for_match_rule(owner, conn, None).await?;
         Ok(Signals {
             systemd,
