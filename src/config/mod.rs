@@ -4,6 +4,7 @@
 //! `raw` is the file's shape, `validate` turns it into `Settings`, `summary` is what
 //! `check-config` prints.
 
+mod document;
 mod raw;
 mod summary;
 mod validate;

@@ -16,6 +16,7 @@ use crate::unit::{UnitName, UnitPattern};
 use crate::window;
 
 #[derive(Deserialize, Default)]
+#[cfg_attr(test, derive(Debug))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     #[serde(default)]
@@ -34,6 +35,7 @@ pub(super) struct RawConfig {
 }
 
 #[derive(Deserialize, Default)]
+#[cfg_attr(test, derive(Debug))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDaemon {
     pub(super) bus: Option<BusKind>,
@@ -48,6 +50,7 @@ pub(super) struct RawDaemon {
 }
 
 #[derive(Deserialize, Default, Clone)]
+#[cfg_attr(test, derive(Debug))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRestart {
     pub(super) max_attempts: Option<Spanned<u32>>,
@@ -63,6 +66,7 @@ pub(super) struct RawRestart {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawWindow {
     pub(super) name: Spanned<String>,
@@ -76,6 +80,7 @@ pub(super) struct RawWindow {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUnit {
     pub(super) name: Spanned<Pattern>,
@@ -96,6 +101,7 @@ pub(super) struct RawUnit {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawProbe {
     pub(super) http: Option<String>,
@@ -108,6 +114,7 @@ pub(super) struct RawProbe {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawEmail {
     pub(super) smtp_host: Option<String>,
@@ -131,12 +138,14 @@ pub(super) struct RawEmail {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMetrics {
     pub(super) listen: Listen,
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawResources {
     pub(super) resource_interval: Option<PositiveDur>,
@@ -147,6 +156,7 @@ pub(super) struct RawResources {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDisk {
     pub(super) path: PathBuf,

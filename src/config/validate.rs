@@ -32,7 +32,7 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
         }
     };
     let raw: RawConfig =
-        toml::from_str(text).map_err(|e| err(e.span(), clean_message(e.message())))?;
+        super::document::read(text).map_err(|e| err(e.span(), clean_message(e.message())))?;
 
     let d = raw.daemon;
     let log_keep = match d.log_keep {

@@ -89,7 +89,8 @@ enum Phase {
 /// One unit's restart state machine.
 #[derive(Clone, Debug)]
 pub struct UnitMachine {
-    episode: Option<Episode>,
+    // Boxed: most units are healthy and have none, and a host may watch a thousand.
+    episode: Option<Box<Episode>>,
     phase: Phase,
     last: Option<Health>,
     rng: u64,
@@ -105,7 +106,7 @@ impl UnitMachine {
     /// `seed` drives the backoff jitter; `episode` is what was persisted, if anything.
     pub fn new(episode: Option<Episode>, seed: u64) -> UnitMachine {
         UnitMachine {
-            episode,
+            episode: episode.map(Box::new),
             phase: Phase::Idle,
             last: None,
             rng: seed | 1,
@@ -117,7 +118,7 @@ impl UnitMachine {
     }
 
     pub fn episode(&self) -> Option<&Episode> {
-        self.episode.as_ref()
+        self.episode.as_deref()
     }
 
     pub fn health(&self) -> Option<Health> {
@@ -186,7 +187,7 @@ impl UnitMachine {
         let changed = prev != Some(h);
         let mut fx = Vec::new();
         if h != Health::Healthy
-            && let Some(ep) = self.episode.as_mut()
+            && let Some(ep) = self.episode.as_deref_mut()
             && ep.healthy_since.take().is_some()
         {
             fx.push(Effect::Persist);
@@ -291,7 +292,9 @@ impl UnitMachine {
                     };
                 }
                 Deps::Ready => {
-                    let ep = self.episode.get_or_insert_with(|| new_episode(now));
+                    let ep = self
+                        .episode
+                        .get_or_insert_with(|| Box::new(new_episode(now)));
                     ep.attempts = attempt;
                     self.phase = Phase::Running { attempt };
                     fx.push(Effect::Persist);
@@ -330,7 +333,7 @@ impl UnitMachine {
                             fx.push(Effect::Persist);
                         }
                         Some(Health::Down) => {
-                            self.episode = Some(new_episode(now));
+                            self.episode = Some(Box::new(new_episode(now)));
                             fx.push(Effect::Rearmed);
                             fx.push(Effect::Persist);
                             self.schedule(p, 1, now, &mut fx);
@@ -374,7 +377,7 @@ impl UnitMachine {
     /// Operator override: forget the give-up and start a fresh episode now.
     pub fn retry(&mut self, p: &RestartPolicy, now: &Now) -> Vec<Effect> {
         let mut fx = vec![Effect::Persist];
-        self.episode = Some(new_episode(now));
+        self.episode = Some(Box::new(new_episode(now)));
         if self.last == Some(Health::Down) && !self.job_running() {
             self.phase = Phase::Waiting {
                 attempt: 1,
@@ -391,11 +394,11 @@ impl UnitMachine {
     }
 
     fn on_down(&mut self, p: &RestartPolicy, changed: bool, now: &Now, fx: &mut Vec<Effect>) {
-        let ep = match self.episode.as_mut() {
+        let ep = match self.episode.as_deref_mut() {
             Some(ep) => ep,
             None => {
                 fx.push(Effect::Persist);
-                self.episode.insert(new_episode(now))
+                self.episode.insert(Box::new(new_episode(now)))
             }
         };
         let gave_up = ep.gave_up.is_some();
@@ -437,7 +440,9 @@ impl UnitMachine {
     }
 
     fn give_up(&mut self, attempts: u32, now: &Now, fx: &mut Vec<Effect>) {
-        let ep = self.episode.get_or_insert_with(|| new_episode(now));
+        let ep = self
+            .episode
+            .get_or_insert_with(|| Box::new(new_episode(now)));
         ep.gave_up = Some(now.wall);
         self.phase = Phase::Idle;
         fx.push(Effect::GaveUp { attempts });
@@ -465,7 +470,7 @@ impl UnitMachine {
     }
 
     fn mark_healthy(&mut self, now: &Now, fx: &mut Vec<Effect>) {
-        if let Some(ep) = self.episode.as_mut()
+        if let Some(ep) = self.episode.as_deref_mut()
             && ep.healthy_since.is_none()
         {
             ep.healthy_since = Some(now.wall);
