@@ -96,6 +96,7 @@ impl Engine {
                 }
             }
             Input::Listed(listing) => self.listed(listing, now),
+            Input::Polled { by_pattern } => self.polled(by_pattern, now),
             Input::Signal(sig) => self.signal(sig, now),
             Input::Confirmed { name, fresh } => self.confirmed(name, fresh, now),
             Input::Discovered(rows) => {
@@ -261,11 +262,7 @@ impl Engine {
     }
 
     fn listed(&mut self, listing: Listing, now: &Now) {
-        let Listing {
-            asked,
-            by_name,
-            by_pattern,
-        } = listing;
+        let Listing { asked, by_name } = listing;
         // One row per name, in order; `None` where the manager's answer could not be paired
         // with the names asked. An alias (`sshd` for `ssh.service`) comes back under the real
         // unit's name: signals for it arrive on that unit's path.
@@ -284,6 +281,9 @@ impl Engine {
             }
             self.observe_listed(UnitStatus { name, ..row }, now);
         }
+    }
+
+    fn polled(&mut self, by_pattern: Vec<UnitStatus>, now: &Now) {
         let seen: HashSet<UnitName> = by_pattern.iter().map(|r| r.name.clone()).collect();
         for row in by_pattern {
             self.observe_listed(row, now);

@@ -29,6 +29,7 @@ use crate::logging::{LogHandle, format_duration};
 use crate::notify::{self, Notifier};
 use crate::state::Store;
 use crate::systemd::{Jobs, Router, Signal, Signals, Systemd, SystemdError};
+use crate::unit::UnitName;
 use attempts::Attempts;
 use engine::{Action, Engine, Input, Listing, Mode};
 use narrate::Line;
@@ -312,21 +313,16 @@ impl Monitor {
             let sd = &link.sd;
             // While a call is out, signals keep being read (into the backlog): the manager's
             // answer queues behind them on the socket.
-            let mut drained = Drain {
-                signals: &mut link.signals,
-                router: &self.router,
-                engine: &self.engine,
-                backlog: &mut self.backlog,
-            };
+            let mut drained = self.drain(&mut link.signals);
             let answer = match action {
                 Action::Poll { names, patterns } => {
-                    match drained.call(poll(sd, names, &patterns)).await {
-                        Ok(listing) => Some(Input::Listed(listing)),
+                    match self.poll(link, names, &patterns).await {
+                        Ok(more) => todo.extend(more.into_iter().rev()),
                         Err(e) => {
                             failure.get_or_insert(e);
-                            None
                         }
                     }
+                    None
                 }
                 Action::Confirm(name) => {
                     let fresh = match drained
@@ -372,6 +368,63 @@ impl Monitor {
             }
         }
         failure.map_or(Ok(()), Err)
+    }
+
+    /// A poll: the names in batches (each answer handed to the engine at once, so a poll of a
+    /// thousand units never holds all their rows), then the globs. Returns what the engine
+    /// decided on the answers.
+    async fn poll(
+        &mut self,
+        link: &mut Link,
+        names: Vec<UnitName>,
+        patterns: &[String],
+    ) -> Result<Vec<Action>, SystemdError> {
+        let mut decided = Vec::new();
+        let mut names = names.into_iter();
+        loop {
+            let asked: Vec<UnitName> = names.by_ref().take(POLL_BATCH).collect();
+            if asked.is_empty() {
+                break;
+            }
+            let rows = self
+                .drain(&mut link.signals)
+                .call(link.sd.list_by_names(&asked))
+                .await?;
+            let by_name = if rows.len() == asked.len() {
+                rows.into_iter().map(Some).collect()
+            } else {
+                // The rows cannot be paired with the names; the next poll tries again, and
+                // the other batches are unaffected.
+                tracing::warn!(
+                    "systemd listed {} units for {} names asked; those are checked again at the next poll",
+                    rows.len(),
+                    asked.len()
+                );
+                asked.iter().map(|_| None).collect()
+            };
+            let listing = Listing { asked, by_name };
+            decided.extend(self.engine.handle(Input::Listed(listing), &Now::read()));
+        }
+        let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
+        let by_pattern = self
+            .drain(&mut link.signals)
+            .call(link.sd.list_by_patterns(&patterns))
+            .await?;
+        decided.extend(
+            self.engine
+                .handle(Input::Polled { by_pattern }, &Now::read()),
+        );
+        Ok(decided)
+    }
+
+    /// Reads signals into the backlog while a call is out.
+    fn drain<'a>(&'a mut self, signals: &'a mut Signals) -> Drain<'a> {
+        Drain {
+            signals,
+            router: &self.router,
+            engine: &self.engine,
+            backlog: &mut self.backlog,
+        }
     }
 
     /// The actions that need no bus: routing, files, logs, alerts, notifications.
@@ -450,36 +503,6 @@ impl Drain<'_> {
             }
         }
     }
-}
-
-async fn poll(
-    sd: &Systemd,
-    names: Vec<crate::unit::UnitName>,
-    patterns: &[String],
-) -> Result<Listing, SystemdError> {
-    let mut by_name = Vec::with_capacity(names.len());
-    for batch in names.chunks(POLL_BATCH) {
-        let rows = sd.list_by_names(batch).await?;
-        if rows.len() == batch.len() {
-            by_name.extend(rows.into_iter().map(Some));
-        } else {
-            // The rows cannot be paired with the names; the next poll tries again, and the
-            // other batches are unaffected.
-            tracing::warn!(
-                "systemd listed {} units for {} names asked; those are checked again at the next poll",
-                rows.len(),
-                batch.len()
-            );
-            by_name.extend(batch.iter().map(|_| None));
-        }
-    }
-    let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
-    let by_pattern = sd.list_by_patterns(&patterns).await?;
-    Ok(Listing {
-        asked: names,
-        by_name,
-        by_pattern,
-    })
 }
 
 /// Writes `line` through tracing, with only the fields it has.

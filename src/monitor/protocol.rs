@@ -18,8 +18,11 @@ pub enum Input {
     Connected,
     /// A deadline from [`Engine::wake_at`](super::engine::Engine::wake_at) has come.
     Timer,
-    /// The answer to [`Action::Poll`].
+    /// Part of the answer to [`Action::Poll`]: one batch of the names.
     Listed(Listing),
+    /// The rest of the answer to [`Action::Poll`], the units the globs match; the poll is
+    /// complete.
+    Polled { by_pattern: Vec<UnitStatus> },
     /// News from the manager.
     Signal(Signal),
     /// The answer to [`Action::Confirm`]; `None` if the read failed.
@@ -39,20 +42,20 @@ pub enum Input {
     Stopping,
 }
 
-/// `ListUnitsByNames` for `asked`, and `ListUnitsByPatterns` for the globs.
+/// `ListUnitsByNames` for a batch of names.
 #[derive(Debug, Default)]
 pub struct Listing {
     pub asked: Vec<UnitName>,
-    /// One row per asked name, in order; `None` where the manager's answer to a batch could
-    /// not be paired with the names asked.
+    /// One row per asked name, in order; `None` where the manager's answer could not be
+    /// paired with the names asked.
     pub by_name: Vec<Option<UnitStatus>>,
-    pub by_pattern: Vec<UnitStatus>,
 }
 
 /// What the shell must do, in order.
 #[derive(Debug, PartialEq)]
 pub enum Action {
-    /// List `names` by name and `patterns` by pattern; answer with [`Input::Listed`].
+    /// List `names` by name, in batches, and `patterns` by pattern; answer with an
+    /// [`Input::Listed`] per batch, then [`Input::Polled`].
     Poll {
         names: Vec<UnitName>,
         patterns: Vec<String>,

@@ -142,8 +142,16 @@ impl Sim {
             match action {
                 Action::Poll { names, patterns } => {
                     self.polls.push(self.elapsed());
-                    let listing = self.listing(names, &patterns);
+                    let listing = Listing {
+                        by_name: names.iter().map(|n| Some(self.row(n))).collect(),
+                        asked: names,
+                    };
                     let more = self.engine.handle(Input::Listed(listing), &self.now());
+                    self.carry(more);
+                    let by_pattern = self.by_pattern(&patterns);
+                    let more = self
+                        .engine
+                        .handle(Input::Polled { by_pattern }, &self.now());
                     self.carry(more);
                 }
                 Action::Confirm(n) => {
@@ -185,23 +193,16 @@ impl Sim {
         }
     }
 
-    fn listing(&self, names: Vec<UnitName>, patterns: &[String]) -> Listing {
-        let by_name = names.iter().map(|n| Some(self.row(n))).collect();
+    fn by_pattern(&self, patterns: &[String]) -> Vec<UnitStatus> {
         let globs: Vec<UnitPattern> = patterns
             .iter()
             .map(|p| UnitPattern::parse(p).unwrap())
             .collect();
-        let by_pattern = self
-            .table
+        self.table
             .keys()
             .filter(|n| globs.iter().any(|g| g.matches(n)))
             .map(|n| self.row(n))
-            .collect();
-        Listing {
-            asked: names,
-            by_name,
-            by_pattern,
-        }
+            .collect()
     }
 
     /// The unit changes state, and systemd signals it.
