@@ -6,6 +6,7 @@ session bus polls the manager's unit properties; CPU time comes from cgroup v2 c
 /proc; unitwarden's D-Bus calls are counted with `perf stat` when perf is installed.
 
   probe.py latency --unit U --kills N --out FILE [--log FILE] [--gap-min S --gap-max S]
+  probe.py floor --unit U --kills N --out FILE [--gap-min S --gap-max S]
   probe.py idle --window S (--units U... | --units-file FILE) --kind none|shell|monit|unitwarden
                --out FILE [--watcher-pid PID] [--counter FILE] [--interval DURATION]
   probe.py churn --unit U --units-file FILE --out FILE [--restarts N] [--watcher-pid PID]
@@ -15,6 +16,7 @@ session bus polls the manager's unit properties; CPU time comes from cgroup v2 c
 import argparse
 import datetime
 import json
+import math
 import os
 import random
 import signal
@@ -300,6 +302,59 @@ def wait_healthy(m, path, timeout):
     return None
 
 
+def ready_victim(m, path, a):
+    """Before a kill: until the unit is active, then the random gap, then its MainPID.
+
+    Returns the PID to kill, 0 if the unit is not active after the gap (skip this kill), or
+    None if it did not become active within the timeout (stop the phase)."""
+    pid = wait_healthy(m, path, a.timeout)
+    if pid is None:
+        print("probe: %s is not active; stopping this phase" % a.unit, file=sys.stderr)
+        return None
+    time.sleep(random.uniform(a.gap_min, a.gap_max))
+    pid = main_pid(m, path)
+    if not pid or active_state(m, path) != "active":
+        return 0
+    return pid
+
+
+def poll_back(m, path, pid, t0, timeout, resume=False):
+    """After the kill of pid at t0 (monotonic): polls ActiveState, then MainPID, every POLL
+    seconds on a grid anchored at t0 until the unit is active with another MainPID.
+
+    Returns (the time it was seen so, or None after timeout; the number of polls). resume:
+    the caller did something else since t0, so the first poll is at the first grid point not
+    yet past, as it would have been had the polling run since the kill."""
+    deadline = t0 + timeout
+    t1 = None
+    polls = 0
+    next_poll = t0
+    if resume:
+        behind = time.monotonic() - t0
+        if behind > 0:
+            next_poll = t0 + math.ceil(behind / POLL) * POLL
+            delay = next_poll - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+    while True:
+        now = time.monotonic()
+        if now > deadline:
+            break
+        polls += 1
+        if active_state(m, path) == "active":
+            new = main_pid(m, path)
+            if new and new != pid:
+                t1 = time.monotonic()
+                break
+        next_poll += POLL
+        delay = next_poll - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        else:
+            next_poll = time.monotonic()
+    return t1, polls
+
+
 def parse_ts(text):
     try:
         return datetime.datetime.fromisoformat(text).timestamp()
@@ -323,38 +378,16 @@ def cmd_latency(a):
     results = []
     timeouts_in_a_row = 0
     for i in range(a.kills):
-        pid = wait_healthy(m, path, a.timeout)
+        pid = ready_victim(m, path, a)
         if pid is None:
-            print("probe: %s is not active; stopping this phase" % a.unit, file=sys.stderr)
             break
-        time.sleep(random.uniform(a.gap_min, a.gap_max))
-        pid = main_pid(m, path)
-        if not pid or active_state(m, path) != "active":
+        if not pid:
             continue
         log_off = os.path.getsize(a.log) if a.log and os.path.exists(a.log) else 0
-        polls = 0
         t_wall = time.time()
         t0 = time.monotonic()
         os.kill(pid, signal.SIGKILL)
-        deadline = t0 + a.timeout
-        t1 = None
-        next_poll = t0
-        while True:
-            now = time.monotonic()
-            if now > deadline:
-                break
-            polls += 1
-            if active_state(m, path) == "active":
-                new = main_pid(m, path)
-                if new and new != pid:
-                    t1 = time.monotonic()
-                    break
-            next_poll += POLL
-            delay = next_poll - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            else:
-                next_poll = time.monotonic()
+        t1, polls = poll_back(m, path, pid, t0, a.timeout)
         r = {"i": i, "active_ms": None if t1 is None else (t1 - t0) * 1000.0, "polls": polls}
         if t1 is None:
             timeouts_in_a_row += 1
@@ -389,6 +422,73 @@ def cmd_latency(a):
             break
     with open(a.out, "w") as f:
         json.dump({"unit": a.unit, "kills": a.kills, "poll_ms": POLL * 1000, "results": results}, f)
+
+
+# --------------------------------------------------------------------------------------------
+# floor: the least any restarter outside systemd does
+
+FLOOR_POLL = 0.0005  # the bare client's sleep between two ActiveState reads, seconds
+MANAGER = "/org/freedesktop/systemd1"
+MANAGER_IFACE = "org.freedesktop.systemd1.Manager"
+
+
+def cmd_floor(a):
+    """Row e): kills the unit's MainPID and restarts the unit itself, with nothing in between.
+
+    Over its own bus connection (no Subscribe), it reads ActiveState with FLOOR_POLL sleeps
+    until `failed`, then calls ResetFailedUnit and RestartUnit(unit, "replace"), each waiting
+    for its reply: the two calls unitwarden makes, with no decision, state file or log line
+    before them. Kill -> active is measured as in cmd_latency, by the 2 ms poll of a second
+    connection, on the grid anchored at the kill.
+    """
+    m = manager()                    # the measuring poller, as for the other rows
+    w = manager()                    # the restarter's own connection
+    path = unit_path(a.unit)
+    results = []
+    lost_in_a_row = 0
+    for i in range(a.kills):
+        pid = ready_victim(m, path, a)
+        if pid is None:
+            break
+        if not pid:
+            continue
+        t0 = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        deadline = t0 + a.timeout
+        reads = 0
+        state = None
+        t_failed = None
+        while time.monotonic() < deadline:
+            reads += 1
+            state = active_state(w, path)
+            if state == "failed":
+                t_failed = time.monotonic()
+                break
+            time.sleep(FLOOR_POLL)
+        w.call(MANAGER, MANAGER_IFACE, "ResetFailedUnit", "s", (a.unit,))
+        t_reset = time.monotonic()
+        w.call(MANAGER, MANAGER_IFACE, "RestartUnit", "ss", (a.unit, "replace"))
+        t_calls = time.monotonic()
+        r = {"i": i, "state_reads": reads}
+        if t_failed is None:
+            # Never read `failed` (the calls above bring the unit back for the next round):
+            # counted as lost, like a kill that does not come back.
+            r.update({"active_ms": None, "last_state": state})
+            wait_healthy(m, path, a.timeout)
+        else:
+            t1, polls = poll_back(m, path, pid, t0, a.timeout, resume=True)
+            ms = lambda t: (t - t0) * 1000.0
+            r.update({"failed_ms": ms(t_failed), "reset_ms": ms(t_reset), "calls_ms": ms(t_calls),
+                      "active_ms": None if t1 is None else ms(t1), "polls": polls})
+        results.append(r)
+        lost_in_a_row = lost_in_a_row + 1 if r["active_ms"] is None else 0
+        if lost_in_a_row >= 3:
+            print("probe: 3 kills in a row not recovered within %.0fs; stopping this phase"
+                  % a.timeout, file=sys.stderr)
+            break
+    with open(a.out, "w") as f:
+        json.dump({"unit": a.unit, "kills": a.kills, "poll_ms": POLL * 1000,
+                   "state_poll_sleep_ms": FLOOR_POLL * 1000, "results": results}, f)
 
 
 # --------------------------------------------------------------------------------------------
@@ -652,8 +752,9 @@ def cmd_report(a):
     order = [("systemd", "a) systemd Restart=always, RestartSec=0"),
              ("shell", "b) shell loop (is-active || restart; sleep 1)"),
              ("monit", "c) monit (set daemon 1, check program)"),
-             ("unitwarden", "d) unitwarden (event-driven, backoff 0)")]
-    row = "%-48s %4s %8s %8s %8s %8s %8s"
+             ("unitwarden", "d) unitwarden (event-driven, backoff 0)"),
+             ("floor", "e) bare D-Bus client (floor for restarting from outside)")]
+    row = "%-56s %4s %8s %8s %8s %8s %8s"
     out.append("Restart latency: SIGKILL of MainPID -> unit active again with a new MainPID")
     out.append("(polled every %g ms over the bus, no Subscribe; ms; N = kills measured; percentiles"
                % (POLL * 1000))
@@ -676,6 +777,14 @@ def cmd_report(a):
         gap_p99 = pct(u, 99) - pct(s, 99)
         out.append("   gap unitwarden - systemd: median %+.1f ms (%.1f vs %.1f), p99 %+.1f ms (%.1f vs %.1f)"
                    % (gap_med, statistics.median(u), statistics.median(s), gap_p99, pct(u, 99), pct(s, 99)))
+    fl = lat.get("floor")
+    floor_med = floor_p99 = None
+    if fl and uw and active(fl) and active(uw):
+        f, u = active(fl), active(uw)
+        floor_med = statistics.median(u) - statistics.median(f)
+        floor_p99 = pct(u, 99) - pct(f, 99)
+        out.append("   gap unitwarden - bare client: median %+.1f ms (%.1f vs %.1f), p99 %+.1f ms (%.1f vs %.1f)"
+                   % (floor_med, statistics.median(u), statistics.median(f), floor_p99, pct(u, 99), pct(f, 99)))
 
     # --- where unitwarden's time goes
     if uw:
@@ -704,6 +813,24 @@ def cmd_report(a):
         first = next((r.get("detect_line") for r in rs if r.get("detect_line")), None)
         if first:
             out.append("   first line after a kill: " + first.split(" ", 1)[1][:100])
+    if fl:
+        rs = [r for r in fl["data"]["results"] if r.get("failed_ms") is not None]
+        seen = [r["failed_ms"] for r in rs]
+        back = [r["active_ms"] - r["failed_ms"] for r in rs if r["active_ms"] is not None]
+        calls = [r["calls_ms"] - r["failed_ms"] for r in rs]
+        out.append("")
+        out.append("The bare client's time (row e), per kill, for comparison (its own monotonic clock; ms)")
+        out.append("")
+        srow = "%-48s %4s %8s %8s %8s %8s"
+        out.append(srow % ("segment", "N", "median", "p90", "p99", "max"))
+        out.append(srow % (("kill -> 'failed' read (%g ms sleeps)"
+                            % fl["data"]["state_poll_sleep_ms"],) + stats_cols(seen)))
+        out.append(srow % (("'failed' read -> active (D-Bus calls + start)",) + stats_cols(back)))
+        out.append(srow % (("   of which the two calls, until both replies",) + stats_cols(calls)))
+        reads = [r["state_reads"] for r in rs]
+        if reads:
+            out.append("   ActiveState reads per kill until 'failed': median %.0f, max %d"
+                       % (statistics.median(reads), max(reads)))
 
     # --- cost of checking while healthy
     if idle:
@@ -833,6 +960,9 @@ def cmd_report(a):
     if gap_med is not None:
         out.append("   %s median gap to systemd <= 3 ms: %+.1f ms (p99 gap %+.1f ms)"
                    % (goal(gap_med <= 3), gap_med, gap_p99))
+    if floor_med is not None:
+        out.append("   info median gap to the bare D-Bus client (row e, the floor from outside): %+.1f ms"
+                   " (p99 gap %+.1f ms)" % (floor_med, floor_p99))
     d = idle.get("unitwarden", {}).get("data")
     if d and d["checks"]:
         tot = (d["w_us"] + d["mgr_us"] + d["bus_us"]) / d["checks"]
@@ -903,6 +1033,13 @@ def main():
     l.add_argument("--gap-min", type=float, default=0.05)
     l.add_argument("--gap-max", type=float, default=0.15)
     l.add_argument("--timeout", type=float, default=10.0)
+    fl = sub.add_parser("floor")
+    fl.add_argument("--unit", required=True, help="its victim: no Restart=, nobody else watching")
+    fl.add_argument("--kills", type=int, default=50)
+    fl.add_argument("--out", required=True)
+    fl.add_argument("--gap-min", type=float, default=0.05)
+    fl.add_argument("--gap-max", type=float, default=0.15)
+    fl.add_argument("--timeout", type=float, default=10.0)
     i = sub.add_parser("idle")
     i.add_argument("--window", type=float, required=True)
     i.add_argument("--units", nargs="+", default=[])
@@ -923,7 +1060,7 @@ def main():
     r.add_argument("--results", required=True)
     r.add_argument("--header", required=True)
     a = p.parse_args()
-    {"latency": cmd_latency, "idle": cmd_idle, "churn": cmd_churn, "report": cmd_report}[a.cmd](a)
+    {"latency": cmd_latency, "floor": cmd_floor, "idle": cmd_idle, "churn": cmd_churn, "report": cmd_report}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
 #!/bin/bash
 # bench/restart-latency.sh — how fast a SIGKILLed service comes back, and what watching costs,
 # for systemd alone, a shell loop, monit and unitwarden, side by side against one real
-# `systemd --user` manager (tests/harness/user-systemd.sh); then what unitwarden costs with
-# 10, 100 and 1000 watched units. See bench/README.md.
+# `systemd --user` manager (tests/harness/user-systemd.sh), with a bare D-Bus client as the
+# floor for restarting from outside; then what unitwarden costs with 10, 100 and 1000 watched
+# units. See bench/README.md.
 #
 #   bench/restart-latency.sh            (root; ~9.5 min at the defaults, plus the build)
 #
 # Knobs (environment):
-#   BENCH_KILLS=100         kills for systemd and unitwarden
+#   BENCH_KILLS=100         kills for systemd, unitwarden and the bare D-Bus client
 #   BENCH_PEER_KILLS=50     kills for the shell loop and monit
 #   BENCH_PEERS=1           0: skip the shell loop and monit (latency and idle rows; no monit needed)
 #   BENCH_IDLE=60           seconds of each idle-cost window (shell loop, monit, unitwarden)
@@ -136,6 +137,7 @@ victim bench-systemd Restart=always RestartSec=0
 victim bench-shell
 victim bench-monit
 victim bench-unitwarden
+victim bench-floor               # e) restarted by probe.py floor itself
 victim bench-churn               # scale section: an unwatched unit that changes
 IDLE_LIST=()
 for i in $(seq 1 "$IDLE_UNITS"); do
@@ -244,7 +246,7 @@ if [ "$SCALE" = 1 ]; then
 fi
 
 systemctl --user daemon-reload
-VICTIMS=(bench-systemd.service bench-unitwarden.service)
+VICTIMS=(bench-systemd.service bench-unitwarden.service bench-floor.service)
 [ "$PEERS" = 1 ] && VICTIMS+=(bench-shell.service bench-monit.service)
 [ "$SCALE" = 1 ] && VICTIMS+=(bench-churn.service)
 systemctl --user start "${VICTIMS[@]}" "${IDLE_LIST[@]}"
@@ -287,6 +289,10 @@ python3 "$PROBE" latency --unit bench-unitwarden.service --kills "$KILLS" \
     --log "$B/uw-lat/log/unitwarden.log" --out "$B/lat-unitwarden.json"
 record latency unitwarden "$B/lat-unitwarden.json" "$(memjson "$(mainpid watch-unitwarden-lat.service)")"
 stop_watcher unitwarden-lat
+
+say "e) bare D-Bus client: $KILLS kills"
+python3 "$PROBE" floor --unit bench-floor.service --kills "$KILLS" --out "$B/lat-floor.json"
+record latency floor "$B/lat-floor.json"
 
 # The pollers: the kill lands at a uniformly random phase of their 1 s period (gap 0.05-1.05 s).
 poller_phase() {  # poller_phase NAME
