@@ -620,8 +620,10 @@ def cmd_idle(a):
         r["polls"] = r["forks"] / float(len(a.units))
         r["polls_source"] = "check programs forked / units"
     elif a.kind == "unitwarden" and sent is not None:
-        r["polls"] = sent
-        r["polls_source"] = "D-Bus calls sent (perf: sendmsg count)"
+        # A poll lists the named units in batches (POLL_BATCH in src/monitor/mod.rs), one call
+        # each, or the globs in one call.
+        r["polls"] = sent / float(a.calls_per_poll)
+        r["polls_source"] = "D-Bus calls sent (perf: sendmsg count) / %d per poll" % a.calls_per_poll
     elif a.kind == "unitwarden":
         r["polls"] = int(r["window_s"] / a.interval)
         r["polls_source"] = "estimated as window / interval (perf unavailable)"
@@ -1048,6 +1050,8 @@ def main():
     i.add_argument("--watcher-pid", type=int)
     i.add_argument("--counter")
     i.add_argument("--interval", type=duration, default=1.0, help="unitwarden's interval (1s, 500ms)")
+    i.add_argument("--calls-per-poll", type=int, default=1,
+                   help="D-Bus calls unitwarden makes per poll (names in batches of 256)")
     i.add_argument("--out", required=True)
     c = sub.add_parser("churn")
     c.add_argument("--unit", required=True, help="an unwatched unit to restart")

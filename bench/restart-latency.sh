@@ -394,8 +394,11 @@ scale_phase() {  # scale_phase N MODE(names|glob) BASE_JSON
     grep -q " units=$n .*watching\$" "$log" ||
         die "unitwarden ($w) does not watch $n units: $(grep ' watching$' "$log" | tail -1)"
     sleep 1.5                    # settle: start-up allocations over, as in the idle windows
+    # unitwarden lists named units in batches of 256 per call; a glob is one call.
+    local calls=$(( (n + 255) / 256 )); [ "$mode" = glob ] && calls=1
     python3 "$PROBE" idle --kind unitwarden --window "$SCALE_WINDOW" --units-file "$B/scale-$n.units" \
-        --watcher-pid "$(mainpid "watch-$w.service")" --interval "$SCALE_INTERVAL" --out "$B/$w.json"
+        --watcher-pid "$(mainpid "watch-$w.service")" --interval "$SCALE_INTERVAL" \
+        --calls-per-poll "$calls" --out "$B/$w.json"
     record scale "$n-$mode" "$B/$w.json" \
         "{\"mode\": \"$mode\", \"interval\": \"$SCALE_INTERVAL\", \"ready_us\": $ready_us, \"base\": $base}"
     if [ "$n" = "$SCALE_MAX" ] && [ "$mode" = names ]; then
