@@ -162,9 +162,14 @@ impl Engine {
     }
 
     /// `once` is done: no attempt is pending, and no unit is being moved by systemd (or the
-    /// wait for those is over).
+    /// wait for those is over; then an attempt held back by a dependency that systemd is
+    /// still moving is not waited for either).
     pub fn settled(&self, now: &Now) -> bool {
-        !self.units.any_busy() && !self.settling(now)
+        let waited_enough = self.settle_by.is_some_and(|by| now.at >= by);
+        let pending = self.units.iter().any(|(_, w)| {
+            w.machine.is_busy() && !(waited_enough && w.machine.waits_for_dependency())
+        });
+        !pending && !self.settling(now)
     }
 
     fn settling(&self, now: &Now) -> bool {
@@ -268,6 +273,23 @@ impl Engine {
         // unit's name: signals for it arrive on that unit's path.
         for (name, row) in asked.into_iter().zip(by_name) {
             let Some(row) = row else { continue };
+            if row.name != name
+                && (self.units.contains(&row.name)
+                    || self
+                        .units
+                        .iter()
+                        .any(|(n, w)| *n != name && w.alias.as_ref() == Some(&row.name)))
+            {
+                // Two entries for one unit would restart it twice and split its signals.
+                let line = Line::warn(format!(
+                    "an alias of {}, which is watched already; not watching it twice",
+                    row.name
+                ))
+                .unit(&name);
+                self.log(line);
+                self.unwatch(&name);
+                continue;
+            }
             if row.name != name
                 && let Some(w) = self.units.get_mut(&name)
                 && w.alias.as_ref() != Some(&row.name)

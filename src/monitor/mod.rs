@@ -316,11 +316,10 @@ impl Monitor {
             let mut drained = self.drain(&mut link.signals);
             let answer = match action {
                 Action::Poll { names, patterns } => {
-                    match self.poll(link, names, &patterns).await {
-                        Ok(more) => todo.extend(more.into_iter().rev()),
-                        Err(e) => {
-                            failure.get_or_insert(e);
-                        }
+                    let (decided, failed) = self.poll(link, names, &patterns).await;
+                    todo.extend(decided.into_iter().rev());
+                    if let Some(e) = failed {
+                        failure.get_or_insert(e);
                     }
                     None
                 }
@@ -335,6 +334,9 @@ impl Monitor {
                             None
                         }
                     };
+                    if fresh.is_some() {
+                        self.supersede(std::slice::from_ref(&name));
+                    }
                     Some(Input::Confirmed { name, fresh })
                 }
                 Action::Read(name) => match drained
@@ -372,13 +374,14 @@ impl Monitor {
 
     /// A poll: the names in batches (each answer handed to the engine at once, so a poll of a
     /// thousand units never holds all their rows), then the globs. Returns what the engine
-    /// decided on the answers.
+    /// decided on the answers it got, also when a later call failed: those decisions (alerts,
+    /// state writes, an alias to follow) are made once and must not be lost.
     async fn poll(
         &mut self,
         link: &mut Link,
         names: Vec<UnitName>,
         patterns: &[String],
-    ) -> Result<Vec<Action>, SystemdError> {
+    ) -> (Vec<Action>, Option<SystemdError>) {
         let mut decided = Vec::new();
         let mut names = names.into_iter();
         loop {
@@ -386,10 +389,15 @@ impl Monitor {
             if asked.is_empty() {
                 break;
             }
-            let rows = self
+            let rows = match self
                 .drain(&mut link.signals)
                 .call(link.sd.list_by_names(&asked))
-                .await?;
+                .await
+            {
+                Ok(rows) => rows,
+                Err(e) => return (decided, Some(e)),
+            };
+            self.supersede(&asked);
             let by_name = if rows.len() == asked.len() {
                 rows.into_iter().map(Some).collect()
             } else {
@@ -406,15 +414,41 @@ impl Monitor {
             decided.extend(self.engine.handle(Input::Listed(listing), &Now::read()));
         }
         let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
-        let by_pattern = self
+        let by_pattern = match self
             .drain(&mut link.signals)
             .call(link.sd.list_by_patterns(&patterns))
-            .await?;
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => return (decided, Some(e)),
+        };
+        let listed: Vec<UnitName> = by_pattern.iter().map(|r| r.name.clone()).collect();
+        self.supersede(&listed);
         decided.extend(
             self.engine
                 .handle(Input::Polled { by_pattern }, &Now::read()),
         );
-        Ok(decided)
+        (decided, None)
+    }
+
+    /// A fresh read of `names` has arrived. The signals about them in the backlog came before
+    /// it on the socket: their states are older than the read and would undo it. What only
+    /// signals tell (`Result`, `NRestarts`, the exit status) is kept.
+    fn supersede(&mut self, names: &[UnitName]) {
+        if self.backlog.is_empty() {
+            return;
+        }
+        let names: std::collections::HashSet<&UnitName> = names.iter().collect();
+        self.backlog.retain_mut(|sig| match sig {
+            Signal::Unit { name, update } if names.contains(name) => {
+                update.load = None;
+                update.active = None;
+                update.sub = None;
+                update.job_pending = None;
+                *update != crate::systemd::UnitUpdate::default()
+            }
+            _ => true,
+        });
     }
 
     /// Reads signals into the backlog while a call is out.

@@ -765,3 +765,61 @@ async fn once_settles_after_the_attempts_and_their_verification() {
     );
     assert!(!report.all_ok);
 }
+
+#[tokio::test(start_paused = true)]
+async fn once_does_not_wait_forever_behind_a_dependency_systemd_keeps_moving() {
+    let cfg =
+        format!("{BASE}[[unit]]\nname = \"db\"\n[[unit]]\nname = \"app\"\ndepends_on = [\"db\"]\n");
+    let mut sim = Sim::build(
+        &cfg,
+        &[
+            ("db", ActiveState::Activating),
+            ("app", ActiveState::Failed),
+        ],
+        BTreeMap::new(),
+        Mode::Once,
+    );
+    for _ in 0..100 {
+        if sim.engine.settled(&sim.now()) {
+            break;
+        }
+        let wake = sim.engine.wake_at(&sim.now());
+        tokio::time::sleep_until(wake).await;
+        sim.feed(Input::Timer);
+    }
+    assert!(sim.engine.settled(&sim.now()), "once must end");
+    assert_eq!(sim.elapsed(), secs(10.0), "after the longest verify_after");
+    assert!(
+        sim.restarts.is_empty(),
+        "app never went against a db still starting"
+    );
+    assert!(!sim.engine.once_report().all_ok);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_alias_of_a_unit_watched_under_its_own_name_is_not_watched_twice() {
+    let cfg = format!("{BASE}[[unit]]\nname = \"mariadb\"\n[[unit]]\nname = \"mysql\"\n");
+    let settings = config::parse(Path::new("/sim.toml"), &cfg).unwrap();
+    let at0 = Instant::now();
+    let now = Now {
+        at: at0,
+        wall: Timestamp::from_second(MONDAY_7AM).unwrap(),
+    };
+    let (mut engine, _) = Engine::new(settings, BTreeMap::new(), Mode::Daemon, 1, &now);
+    // As the manager answers: `mysql` is listed under the real unit's name.
+    let row = |n: &str| {
+        Some(UnitStatus {
+            name: name(n),
+            observation: obs(ActiveState::Active, "running"),
+        })
+    };
+    let listing = Listing {
+        asked: vec![name("mariadb"), name("mysql")],
+        by_name: vec![row("mariadb"), row("mariadb")],
+    };
+    let actions = engine.handle(Input::Listed(listing), &now);
+    assert!(engine.watches(&name("mariadb")));
+    assert!(!engine.watches(&name("mysql")));
+    assert!(actions.contains(&Action::Unwatch(name("mysql"))));
+    assert!(!actions.iter().any(|a| matches!(a, Action::Follow(..))));
+}

@@ -130,6 +130,17 @@ impl UnitMachine {
         !matches!(self.phase, Phase::Idle)
     }
 
+    /// Whether a due attempt is held back by a dependency.
+    pub fn waits_for_dependency(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Waiting {
+                blocked_on: Some(_),
+                ..
+            }
+        )
+    }
+
     /// Whether our restart job is out (between `Attempt` and `job_finished`).
     pub fn job_running(&self) -> bool {
         matches!(self.phase, Phase::Running { .. })

@@ -119,10 +119,12 @@ impl Systemd {
     }
 
     /// Opens the signal streams first, then subscribes, so nothing emitted after `Subscribe`
-    /// can be missed.
+    /// can be missed. What arrives before the reply (another client may have subscribed the
+    /// manager already) is read and dropped: the first poll supersedes it, and an unread
+    /// queue would hold up the reply.
     pub async fn signals(&self) -> Result<Signals> {
-        let signals = Signals::open(&self.conn, self.jobs.clone()).await?;
-        self.subscribe().await?;
+        let mut signals = Signals::open(&self.conn, self.jobs.clone()).await?;
+        signals.discard_while(self.subscribe()).await?;
         Ok(signals)
     }
 
@@ -160,10 +162,23 @@ impl Systemd {
         parse_listing(&reply)
     }
 
-    /// `ResetFailedUnit` (clears the start limiter) then `RestartUnit(name, "replace")`, in one
-    /// round trip: the reset goes out without waiting for its reply, and the manager handles a
-    /// connection's calls in order. A refused reset shows as a failed restart.
+    /// `ResetFailedUnit` (clears the start limiter) then `RestartUnit(name, "replace")`. As root,
+    /// in one round trip: the reset goes out without waiting for its reply, and the manager
+    /// handles a connection's calls in order. A refused reset shows as a failed restart.
     pub async fn reset_and_restart(&self, name: &UnitName) -> Result<Job> {
+        if !nix::unistd::geteuid().is_root() {
+            // Without root, each call waits for polkit, which may answer them in any order:
+            // the reset must be done before the restart is asked for.
+            match self
+                .manager_call("ResetFailedUnit", &(name.as_str(),))
+                .await
+            {
+                Err(e) if e.is_connection_lost() => return Err(e),
+                Err(e) => tracing::warn!(unit = %name, "ResetFailedUnit: {e}"),
+                Ok(_) => {}
+            }
+            return self.restart(name).await;
+        }
         let reset = Message::method_call(MANAGER_PATH, "ResetFailedUnit")
             .destination(DEST)
             .interface(MANAGER)

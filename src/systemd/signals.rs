@@ -96,13 +96,39 @@ impl Signals {
         // holds up the connection's reader, method replies included, so the watch loop keeps
         // reading signals while it waits for a reply; the queue only has to absorb what
         // arrives within one turn of the loop. Its slots are allocated up front.
-        let systemd = MessageStream::for_match_rule(systemd, conn, NonZeroUsize::new(256)).await?;
+        // The quiet stream first: the busy one is read from the moment it exists.
         let owner = MessageStream::for_match_rule(owner, conn, None).await?;
+        let systemd = MessageStream::for_match_rule(systemd, conn, NonZeroUsize::new(256)).await?;
         Ok(Signals {
             systemd,
             owner,
             jobs,
         })
+    }
+
+    /// Runs `call` to completion, reading and dropping whatever arrives meanwhile, except the
+    /// ends of jobs, which still reach their attempts.
+    pub(super) async fn discard_while<F: std::future::Future>(&mut self, call: F) -> F::Output {
+        tokio::pin!(call);
+        let nothing_watched = Router::default();
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut call => return out,
+                m = next_item(&mut self.systemd) => match m {
+                    Some(Ok(msg)) => {
+                        if let Some(Decoded::JobRemoved(job, result)) =
+                            decode(&msg, &nothing_watched, &|_: &UnitName| false)
+                        {
+                            self.jobs.removed(job, result);
+                        }
+                    }
+                    Some(Err(_)) => {}
+                    None => return call.await,
+                },
+                m = next_item(&mut self.owner) => if m.is_none() { return call.await },
+            }
+        }
     }
 
     /// The next signal about a watched unit (as `router` and `watched` tell) or about the
