@@ -159,8 +159,9 @@ impl Monitor {
         mut commands: mpsc::Receiver<Command>,
     ) {
         tokio::pin!(shutdown);
-        let startup = std::mem::take(&mut self.startup);
-        self.perform_local(startup);
+        for action in std::mem::take(&mut self.startup) {
+            self.perform_local(action);
+        }
         let mut reconnect_delay = RECONNECT_FIRST;
         'connection: loop {
             // The loop is alive while it reconnects: each try (at most RECONNECT_MAX apart,
@@ -206,37 +207,31 @@ impl Monitor {
         commands: &mut mpsc::Receiver<Command>,
     ) -> Ended {
         loop {
-            // Also here, not only on the timer: a stream of signals must not starve it.
-            self.watchdog.feed_if_due(&self.notifier);
             let now = Now::read();
             self.notifier.status(&self.engine.status_line(&now));
             let mut wake = self.engine.wake_at(&now);
             if let Some(at) = self.watchdog.due() {
                 wake = wake.min(at);
             }
-            let input = if let Some(sig) = self.backlog.pop_front() {
-                Input::Signal(sig)
-            } else {
+            let outside = async {
                 tokio::select! {
-                _ = shutdown.as_mut() => {
+                    _ = shutdown.as_mut() => None,
+                    Some(cmd) = commands.recv() => Some(cmd),
+                }
+            };
+            let woken = self.next(&mut link, wake, outside).await;
+            // Every turn, not only on its timer: a stream of signals must not starve it.
+            self.watchdog.feed_if_due(&self.notifier);
+            let input = match woken {
+                Woken::Input(input) => input,
+                Woken::Outside(Some(Command::Reload)) => self.read_config(),
+                Woken::Outside(None) => {
                     self.stop(Some(&mut link.signals)).await;
                     return Ended::Shutdown;
                 }
-                sig = link.signals.next(&self.router, |n| self.engine.watches(n)) => match sig {
-                    Some(sig) => Input::Signal(sig),
-                    None => {
-                        tracing::warn!("lost the D-Bus connection; reconnecting");
-                        return Ended::ConnectionLost;
-                    }
-                },
-                (name, outcome) = self.attempts.next() => Input::JobDone { name, outcome },
-                Some(cmd) = commands.recv() => match cmd {
-                    Command::Reload => self.read_config(),
-                },
-                _ = tokio::time::sleep_until(wake) => {
-                    self.watchdog.feed_if_due(&self.notifier);
-                    Input::Timer
-                }
+                Woken::Lost => {
+                    tracing::warn!("lost the D-Bus connection; reconnecting");
+                    return Ended::ConnectionLost;
                 }
             };
             match self.step(&mut link, input).await {
@@ -253,8 +248,9 @@ impl Monitor {
     /// One pass: connect, poll, restart what is down (honouring backoff and verification),
     /// until settled.
     async fn once(&mut self) -> anyhow::Result<OnceReport> {
-        let startup = std::mem::take(&mut self.startup);
-        self.perform_local(startup);
+        for action in std::mem::take(&mut self.startup) {
+            self.perform_local(action);
+        }
         let mut link = self.connect().await?;
         self.step(&mut link, Input::Connected).await?;
         loop {
@@ -263,22 +259,37 @@ impl Monitor {
                 break;
             }
             let wake = self.engine.wake_at(&now);
-            let input = if let Some(sig) = self.backlog.pop_front() {
-                Input::Signal(sig)
-            } else {
-                tokio::select! {
-                    sig = link.signals.next(&self.router, |n| self.engine.watches(n)) => match sig {
-                        Some(sig) => Input::Signal(sig),
-                        None => anyhow::bail!("lost the D-Bus connection"),
-                    },
-                    (name, outcome) = self.attempts.next() => Input::JobDone { name, outcome },
-                    _ = tokio::time::sleep_until(wake) => Input::Timer,
-                }
-            };
-            self.step(&mut link, input).await?;
+            match self.next(&mut link, wake, std::future::pending()).await {
+                Woken::Input(input) => self.step(&mut link, input).await?,
+                Woken::Lost => anyhow::bail!("lost the D-Bus connection"),
+                Woken::Outside(_) => {}
+            }
         }
         self.store.save_durably(&self.engine.episodes());
         Ok(self.engine.once_report())
+    }
+
+    /// Waits for the next thing to decide on, the same for `run` and `once`: the backlog
+    /// first, then a signal, a finished attempt, `outside` (the daemon's shutdown and
+    /// commands) or the deadline `wake`.
+    async fn next(
+        &mut self,
+        link: &mut Link,
+        wake: Instant,
+        outside: impl Future<Output = Option<Command>>,
+    ) -> Woken {
+        if let Some(sig) = self.backlog.pop_front() {
+            return Woken::Input(Input::Signal(sig));
+        }
+        tokio::select! {
+            sig = link.signals.next(&self.router, |n| self.engine.watches(n)) => match sig {
+                Some(sig) => Woken::Input(Input::Signal(sig)),
+                None => Woken::Lost,
+            },
+            (name, outcome) = self.attempts.next() => Woken::Input(Input::JobDone { name, outcome }),
+            cmd = outside => Woken::Outside(cmd),
+            _ = tokio::time::sleep_until(wake) => Woken::Input(Input::Timer),
+        }
     }
 
     /// Reads the config file for a reload; the engine decides what follows.
@@ -360,7 +371,7 @@ impl Monitor {
                     None
                 }
                 local => {
-                    self.perform_local(vec![local]);
+                    self.perform_local(local);
                     None
                 }
             };
@@ -461,23 +472,21 @@ impl Monitor {
         }
     }
 
-    /// The actions that need no bus: routing, files, logs, alerts, notifications.
-    fn perform_local(&mut self, actions: Vec<Action>) {
-        for action in actions {
-            match action {
-                Action::Follow(name, path) => {
-                    self.router.follow(&name, &path);
-                }
-                Action::Unwatch(name) => self.router.unwatch(&name),
-                Action::Persist(episodes) => self.store.save(&episodes),
-                Action::Log(line) => emit(&line),
-                Action::Alert(ev) => self.alerts.send(*ev),
-                Action::Ready => {
-                    let status = self.engine.status_line(&Now::read());
-                    self.notifier.ready(&status);
-                }
-                other => tracing::debug!("not carried out without a connection: {other:?}"),
+    /// An action that needs no bus: routing, files, logs, alerts, notifications.
+    fn perform_local(&mut self, action: Action) {
+        match action {
+            Action::Follow(name, path) => {
+                self.router.follow(&name, &path);
             }
+            Action::Unwatch(name) => self.router.unwatch(&name),
+            Action::Persist(episodes) => self.store.save(&episodes),
+            Action::Log(line) => emit(&line),
+            Action::Alert(ev) => self.alerts.send(*ev),
+            Action::Ready => {
+                let status = self.engine.status_line(&Now::read());
+                self.notifier.ready(&status);
+            }
+            other => tracing::debug!("not carried out without a connection: {other:?}"),
         }
     }
 
@@ -485,8 +494,9 @@ impl Monitor {
     /// are delivered, then saves the state.
     async fn stop(&mut self, mut signals: Option<&mut Signals>) {
         self.notifier.send("STOPPING=1");
-        let actions = self.engine.handle(Input::Stopping, &Now::read());
-        self.perform_local(actions);
+        for action in self.engine.handle(Input::Stopping, &Now::read()) {
+            self.perform_local(action);
+        }
         let deadline = Instant::now() + SHUTDOWN_WAIT;
         while !self.attempts.is_empty() {
             let signal = async {
@@ -512,6 +522,15 @@ impl Monitor {
 enum Ended {
     Shutdown,
     ConnectionLost,
+}
+
+/// What woke the watch loop.
+enum Woken {
+    Input(Input),
+    /// The connection is gone.
+    Lost,
+    /// A request from outside the loop; `None` asks it to stop.
+    Outside(Option<Command>),
 }
 
 /// Reads signals into the backlog while a call to the manager is out.

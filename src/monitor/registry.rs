@@ -131,11 +131,6 @@ impl Registry {
             .collect()
     }
 
-    /// Whether any unit has an attempt scheduled, running or being verified.
-    pub fn any_busy(&self) -> bool {
-        self.units.values().any(|w| w.machine.is_busy())
-    }
-
     /// The longest `verify_after` of the watched units.
     pub fn max_verify(&self) -> Duration {
         self.units

@@ -289,6 +289,18 @@ impl Sim {
         panic!("the engine kept asking to be woken without time passing");
     }
 
+    /// Drives it as `once` does: timers until the engine says it is done (or 100 turns).
+    async fn run_until_settled(&mut self) {
+        for _ in 0..100 {
+            if self.engine.settled(&self.now()) {
+                return;
+            }
+            let wake = self.engine.wake_at(&self.now());
+            tokio::time::sleep_until(wake).await;
+            self.feed(Input::Timer);
+        }
+    }
+
     fn restarts_of(&self, unit: &str) -> Vec<Duration> {
         let full = name(unit).to_string();
         self.restarts
@@ -742,15 +754,7 @@ async fn once_settles_after_the_attempts_and_their_verification() {
         Mode::Once,
     );
     assert!(!sim.engine.settled(&sim.now()), "an attempt is due");
-    // Drive it as `once` does: until settled.
-    for _ in 0..100 {
-        if sim.engine.settled(&sim.now()) {
-            break;
-        }
-        let wake = sim.engine.wake_at(&sim.now());
-        tokio::time::sleep_until(wake).await;
-        sim.feed(Input::Timer);
-    }
+    sim.run_until_settled().await;
     assert!(sim.engine.settled(&sim.now()));
     // Done when web's attempt (after its ~5 s backoff) has been verified (10 s later); the unit
     // systemd is moving was waited for only up to the longest verify_after, already past.
@@ -779,14 +783,7 @@ async fn once_does_not_wait_forever_behind_a_dependency_systemd_keeps_moving() {
         BTreeMap::new(),
         Mode::Once,
     );
-    for _ in 0..100 {
-        if sim.engine.settled(&sim.now()) {
-            break;
-        }
-        let wake = sim.engine.wake_at(&sim.now());
-        tokio::time::sleep_until(wake).await;
-        sim.feed(Input::Timer);
-    }
+    sim.run_until_settled().await;
     assert!(sim.engine.settled(&sim.now()), "once must end");
     assert_eq!(sim.elapsed(), secs(10.0), "after the longest verify_after");
     assert!(

@@ -84,7 +84,6 @@ pub struct UnitStatus {
 
 /// A job we queued; resolves when the manager removes it.
 pub struct Job {
-    pub path: JobPath,
     removed: tokio::sync::oneshot::Receiver<JobResult>,
 }
 
@@ -196,9 +195,9 @@ impl Systemd {
             .await?;
         let job: OwnedObjectPath = reply.body().deserialize()?;
         let path = JobPath::from_bus(job.as_str());
-        let removed = self.jobs.claim(path.clone());
+        let removed = self.jobs.claim(path);
         drop(call);
-        Ok(Job { path, removed })
+        Ok(Job { removed })
     }
 
     async fn manager_call<B>(&self, method: &str, body: &B) -> Result<Message>
