@@ -40,9 +40,6 @@ the command's check failed; for \fBonce\fR: a unit is still down at the end
 .TP
 .B 2
 invalid configuration or arguments (one line on stderr: \fIPATH\fR:\fILINE\fR:\fICOL\fR: what is wrong)
-.TP
-.B 3
-a command that talks to the running daemon found none
 .SH FILES
 .TP
 .I /etc/unitwarden/unitwarden.toml
@@ -53,9 +50,6 @@ symlink to the current rotating log file; follow it with \fBtail \-F\fR
 .TP
 .I /var/lib/unitwarden/
 attempt counters and give\-up state (they survive a restart of unitwarden)
-.TP
-.I /run/unitwarden/control.sock
-the control socket used by \fBstatus\fR, \fBpause\fR, \fBresume\fR and \fBretry\fR
 .TP
 .I /usr/share/doc/unitwarden/examples/
 example configurations

@@ -11,7 +11,6 @@ mod validate;
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,8 +48,6 @@ pub struct Settings {
     /// Shared with the watch loop's registry: each watched unit holds its own entry.
     pub units: Vec<Arc<UnitSettings>>,
     pub email: Option<EmailSettings>,
-    pub metrics: Option<MetricsSettings>,
-    pub resources: Option<ResourceSettings>,
 }
 
 #[derive(Debug)]
@@ -68,7 +65,6 @@ pub struct UnitSettings {
     pub depends_on: Vec<UnitName>,
     /// Shared by the units that take `[restart]` unchanged.
     pub policy: Arc<RestartPolicy>,
-    pub probe: Option<Box<ProbeSettings>>,
 }
 
 impl UnitSettings {
@@ -222,19 +218,6 @@ impl EmailSettings {
         }
         w
     }
-}
-
-#[derive(Debug)]
-pub struct MetricsSettings {
-    pub listen: SocketAddr,
-}
-
-#[derive(Debug)]
-pub struct ResourceSettings {
-    pub resource_interval: Duration,
-    pub disk: Vec<(PathBuf, f64)>,
-    pub memory_max_used_percent: Option<f64>,
-    pub load_max: Option<f64>,
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -2,7 +2,6 @@
 //! in the small `Deserialize` newtypes, so toml reports them at the offending value;
 //! cross-field checks are left to `validate`, which reads the `Spanned` positions kept here.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -30,8 +29,10 @@ pub(super) struct RawConfig {
     #[serde(default, rename = "unit")]
     pub(super) units: Vec<Spanned<Box<RawUnit>>>,
     pub(super) email: Option<Spanned<RawEmail>>,
-    pub(super) metrics: Option<RawMetrics>,
-    pub(super) resources: Option<RawResources>,
+    // Features of later releases: present is an error (validate.rs), so their contents are
+    // not read.
+    pub(super) metrics: Option<Spanned<serde::de::IgnoredAny>>,
+    pub(super) resources: Option<Spanned<serde::de::IgnoredAny>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -46,7 +47,7 @@ pub(super) struct RawDaemon {
     pub(super) log_level: Option<LogLevel>,
     pub(super) log_format: Option<LogFormat>,
     pub(super) state_dir: Option<PathBuf>,
-    pub(super) control_socket: Option<PathBuf>,
+    pub(super) control_socket: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -75,7 +76,7 @@ pub(super) struct RawWindow {
     pub(super) end: Spanned<HhMm>,
     pub(super) timezone: Option<Tz>,
     pub(super) interval: Option<PositiveDur>,
-    pub(super) failures: Option<Positive>,
+    pub(super) failures: Option<Spanned<Positive>>,
     pub(super) min_interval: Option<Dur>,
 }
 
@@ -134,33 +135,7 @@ pub(super) struct RawEmail {
     pub(super) journal_lines: Option<u32>,
     pub(super) remind_after: Option<Vec<PositiveDur>>,
     pub(super) outbox_max_age: Option<PositiveDur>,
-    pub(super) notify_on: Option<Vec<EventKind>>,
-}
-
-#[derive(Deserialize)]
-#[cfg_attr(test, derive(Debug))]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawMetrics {
-    pub(super) listen: Listen,
-}
-
-#[derive(Deserialize)]
-#[cfg_attr(test, derive(Debug))]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawResources {
-    pub(super) resource_interval: Option<PositiveDur>,
-    #[serde(default)]
-    pub(super) disk: Vec<RawDisk>,
-    pub(super) memory_max_used_percent: Option<Percent>,
-    pub(super) load_max: Option<Spanned<f64>>,
-}
-
-#[derive(Deserialize)]
-#[cfg_attr(test, derive(Debug))]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawDisk {
-    pub(super) path: PathBuf,
-    pub(super) max_used_percent: Percent,
+    pub(super) notify_on: Option<Spanned<Vec<EventKind>>>,
 }
 
 macro_rules! string_newtype {
@@ -208,9 +183,6 @@ string_newtype!(Tz((String, jiff::tz::TimeZone)), |s| {
 string_newtype!(Pattern(UnitPattern), UnitPattern::parse);
 string_newtype!(Name(UnitName), UnitName::parse);
 string_newtype!(Address(String), parse_address);
-string_newtype!(Listen(SocketAddr), |s| s.parse().map_err(|_| format!(
-    "{s:?} is not an address:port such as \"127.0.0.1:9717\""
-)));
 
 /// A count that must be at least 1.
 #[derive(Clone, Copy, Debug)]
@@ -220,22 +192,6 @@ impl<'de> Deserialize<'de> for Positive {
         match u32::deserialize(d)? {
             0 => Err(serde::de::Error::custom("must be at least 1")),
             n => Ok(Positive(n)),
-        }
-    }
-}
-
-/// A percentage in (0, 100].
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Percent(pub(super) f64);
-impl<'de> Deserialize<'de> for Percent {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = f64::deserialize(d)?;
-        if v > 0.0 && v <= 100.0 {
-            Ok(Percent(v))
-        } else {
-            Err(serde::de::Error::custom(format!(
-                "{v} is not a percentage in (0, 100]"
-            )))
         }
     }
 }

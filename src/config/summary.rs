@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{EmailSettings, PASSWORD_ENV, ProbeCheck, Settings, Tls};
+use super::{EmailSettings, PASSWORD_ENV, Settings, Tls};
 use crate::alert::ALL_EVENTS;
 use crate::window::DaySet;
 
@@ -42,14 +42,6 @@ impl Settings {
             if !u.depends_on.is_empty() {
                 let deps: Vec<_> = u.depends_on.iter().map(|d| d.as_str()).collect();
                 let _ = write!(line, " depends_on={}", deps.join(","));
-            }
-            if let Some(probe) = &u.probe {
-                let what = match &probe.check {
-                    ProbeCheck::Http { url, .. } => format!("http {url}"),
-                    ProbeCheck::Tcp(a) => format!("tcp {a}"),
-                    ProbeCheck::Exec(argv) => format!("exec {}", argv.join(" ")),
-                };
-                let _ = write!(line, " probe=\"{what}\"");
             }
             let _ = writeln!(s, "{line}");
         }

@@ -11,10 +11,10 @@ use toml::Spanned;
 
 use super::raw::{RawConfig, RawEmail, RawProbe, RawRestart, Tz};
 use super::{
-    BusKind, ConfigError, DaemonSettings, EmailSettings, MetricsSettings, ProbeCheck,
-    ProbeSettings, ResourceSettings, Settings, Tls, UnitSettings, hostname,
+    BusKind, ConfigError, DaemonSettings, EmailSettings, ProbeCheck, ProbeSettings, Settings, Tls,
+    UnitSettings, hostname,
 };
-use crate::alert::ALL_EVENTS;
+use crate::alert::{ALL_EVENTS, EventKind};
 use crate::logging::{LogFormat, LogLevel, LogSettings, Rotation};
 use crate::policy::RestartPolicy;
 use crate::unit::{UnitName, UnitPattern};
@@ -35,6 +35,12 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
         super::document::read(text).map_err(|e| err(e.span(), clean_message(e.message())))?;
 
     let d = raw.daemon;
+    if let Some(c) = &d.control_socket {
+        return Err(err(
+            Some(c.span()),
+            not_built("control_socket (the control socket)"),
+        ));
+    }
     let log_keep = match d.log_keep {
         Some(k) if *k.get_ref() == 0 => {
             return Err(err(Some(k.span()), "log_keep must be at least 1".into()));
@@ -55,6 +61,7 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
         state_dir: d.state_dir.unwrap_or_else(|| "/var/lib/unitwarden".into()),
         control_socket: d
             .control_socket
+            .map(|c| c.into_inner())
             .unwrap_or_else(|| "/run/unitwarden/control.sock".into()),
     };
 
@@ -93,6 +100,12 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
             Some(list) => list.iter().for_each(|d| days.insert(d.0)),
             None => days = DaySet::all(),
         }
+        if let Some(f) = &w.failures {
+            return Err(err(
+                Some(f.span()),
+                not_built("failures (for health probes)"),
+            ));
+        }
         let (tz_name, tz) = match w.timezone {
             Some(Tz((name, tz))) => (Some(name), tz),
             None => (None, jiff::tz::TimeZone::system()),
@@ -105,7 +118,7 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
             tz,
             tz_name,
             interval: w.interval.map(|d| d.0),
-            failures: w.failures.map(|f| f.0),
+            failures: None,
             min_interval: w.min_interval.map(|d| d.0),
         });
     }
@@ -142,10 +155,12 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
         } else {
             Arc::new(policy)
         };
-        let probe = match u.probe {
-            Some(p) => Some(Box::new(build_probe(p).map_err(|(s, m)| err(Some(s), m))?)),
-            None => None,
-        };
+        if let Some(p) = u.probe {
+            let span = p.span();
+            // Its own mistakes first: they are worth fixing either way.
+            build_probe(p).map_err(|(s, m)| err(Some(s), m))?;
+            return Err(err(Some(span), not_built("[unit.probe] (health probes)")));
+        }
         let mut depends_on = Vec::new();
         for dep in u.depends_on {
             deps_spans.push((pattern.clone(), dep.get_ref().0.clone(), dep.span()));
@@ -155,7 +170,6 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
             pattern,
             depends_on,
             policy,
-            probe,
         }));
     }
     for (unit, dep, span) in &deps_spans {
@@ -180,32 +194,15 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
         Some(e) => Some(build_email(e).map_err(|(s, m)| err(Some(s), m))?),
         None => None,
     };
-    let metrics = raw.metrics.map(|m| MetricsSettings { listen: m.listen.0 });
-    let resources = match raw.resources {
-        Some(r) => {
-            if let Some(l) = &r.load_max
-                && (l.get_ref().is_nan() || *l.get_ref() <= 0.0)
-            {
-                return Err(err(
-                    Some(l.span()),
-                    "load_max must be greater than zero".into(),
-                ));
-            }
-            Some(ResourceSettings {
-                resource_interval: r
-                    .resource_interval
-                    .map_or(Duration::from_secs(3600), |d| d.0),
-                disk: r
-                    .disk
-                    .into_iter()
-                    .map(|d| (d.path, d.max_used_percent.0))
-                    .collect(),
-                memory_max_used_percent: r.memory_max_used_percent.map(|p| p.0),
-                load_max: r.load_max.map(|l| l.into_inner()),
-            })
-        }
-        None => None,
-    };
+    if let Some(m) = &raw.metrics {
+        return Err(err(Some(m.span()), not_built("[metrics]")));
+    }
+    if let Some(r) = &raw.resources {
+        return Err(err(
+            Some(r.span()),
+            not_built("[resources] (host resource checks)"),
+        ));
+    }
 
     Ok(Settings {
         path: path.to_path_buf(),
@@ -213,12 +210,16 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
         calendar: Calendar { windows },
         units,
         email,
-        metrics,
-        resources,
     })
 }
 
 type SpanErr = (Option<Range<usize>>, String);
+
+/// A key or section SPEC.md describes whose feature this release does not have: an error, so
+/// that a config never looks as if it did something it does not.
+fn not_built(what: &str) -> String {
+    format!("{what} is not available in this release; remove it")
+}
 
 fn merge_restart(base: &RestartPolicy, r: &RawRestart) -> Result<RestartPolicy, SpanErr> {
     let mut p = base.clone();
@@ -326,6 +327,18 @@ fn build_probe(p: Spanned<Box<RawProbe>>) -> Result<ProbeSettings, (Range<usize>
 fn build_email(e: Spanned<RawEmail>) -> Result<EmailSettings, (Range<usize>, String)> {
     let span = e.span();
     let e = e.into_inner();
+    if let Some(list) = &e.notify_on
+        && let Some(kind) = list
+            .get_ref()
+            .iter()
+            .find(|k| matches!(k, EventKind::ProbeFailed | EventKind::Resource))
+    {
+        // Their events need probes and resource checks, which this release does not have.
+        return Err((
+            list.span(),
+            not_built(&format!("notify_on {:?}", kind.as_str())),
+        ));
+    }
     if e.to.get_ref().is_empty() {
         return Err((e.to.span(), "email.to needs at least one address".into()));
     }
@@ -382,7 +395,7 @@ fn build_email(e: Spanned<RawEmail>) -> Result<EmailSettings, (Range<usize>, Str
             .map_or(Duration::from_secs(7 * 86400), |d| d.0),
         notify_on: e.notify_on.map_or_else(
             || ALL_EVENTS.into_iter().collect(),
-            |v| v.into_iter().collect(),
+            |v| v.into_inner().into_iter().collect(),
         ),
     })
 }
@@ -456,7 +469,7 @@ mod tests {
             s.daemon.control_socket,
             PathBuf::from("/run/unitwarden/control.sock")
         );
-        assert!(s.units.is_empty() && s.email.is_none() && s.metrics.is_none());
+        assert!(s.units.is_empty() && s.email.is_none());
     }
 
     #[test]
@@ -546,6 +559,43 @@ verify_after = "0s"
                 "for {text:?}\n got: {got}\nwant: {want}"
             );
             assert!(!got.contains('\n'), "one line: {got:?}");
+        }
+    }
+
+    #[test]
+    fn keys_of_features_not_in_this_release_are_errors_not_no_ops() {
+        let table: &[(&str, &str)] = &[
+            (
+                "[[unit]]\nname = \"a\"\n[unit.probe]\ntcp = \"127.0.0.1:80\"\n",
+                "/etc/unitwarden/test.toml:3:1: [unit.probe] (health probes) is not available in this release; remove it",
+            ),
+            (
+                "[metrics]\nlisten = \"127.0.0.1:9717\"\n",
+                "/etc/unitwarden/test.toml:1:1: [metrics] is not available in this release; remove it",
+            ),
+            (
+                "[resources]\nload_max = 2.0\n",
+                "/etc/unitwarden/test.toml:1:1: [resources] (host resource checks) is not available",
+            ),
+            (
+                "[daemon]\ncontrol_socket = \"/run/u.sock\"\n",
+                "/etc/unitwarden/test.toml:2:18: control_socket (the control socket) is not available",
+            ),
+            (
+                "[[window]]\nname = \"m\"\nstart = \"07:00\"\nend = \"08:00\"\nfailures = 1\n",
+                "/etc/unitwarden/test.toml:5:12: failures (for health probes) is not available",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nnotify_on = [\"down\", \"probe_failed\"]\n",
+                "/etc/unitwarden/test.toml:3:13: notify_on \"probe_failed\" is not available",
+            ),
+        ];
+        for (text, want) in table {
+            let got = parse_str(text).expect_err(text);
+            assert!(
+                got.starts_with(want),
+                "for {text:?}\n got: {got}\nwant: {want}"
+            );
         }
     }
 

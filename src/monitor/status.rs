@@ -127,7 +127,6 @@ mod tests {
             pattern: UnitPattern::Exact(name.clone()),
             depends_on: Vec::new(),
             policy: Arc::new(RestartPolicy::default()),
-            probe: None,
         })
     }
 
