@@ -14,6 +14,9 @@ pub const DEFAULT_SERVICE_USER: &str = "unitwarden";
 /// Exit code for an invalid config or invalid arguments.
 pub const EXIT_CONFIG: u8 = 2;
 
+/// Exit code of `status`, `pause`, `resume` and `retry` when no daemon answers.
+pub const EXIT_NO_DAEMON: u8 = 3;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "unitwarden",
@@ -45,6 +48,36 @@ pub enum Cmd {
     },
     /// Send one test email now and print the SMTP result (exit 0 sent, 1 failed)
     TestEmail,
+    /// The running daemon's view: per unit state, attempts, episode, last action, next check (exit 0, 3 no daemon)
+    Status {
+        /// One unit in detail, with its last events (`.service` may be omitted)
+        #[arg(value_name = "UNIT")]
+        unit: Option<String>,
+        /// Print the versioned JSON document instead of the table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Watch and report UNIT but never restart it, until `resume` or the pause expires (exit 0, 3 no daemon)
+    Pause {
+        /// Unit names or globs (`.service` may be omitted)
+        #[arg(value_name = "UNIT", required = true)]
+        units: Vec<String>,
+        /// Resume by itself after this long, e.g. 30m (default: until `resume`)
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<humantime::Duration>,
+    },
+    /// End a pause or an operator stop: UNIT is restarted again when it is down (exit 0, 3 no daemon)
+    Resume {
+        /// Unit names or globs (`.service` may be omitted)
+        #[arg(value_name = "UNIT", required = true)]
+        units: Vec<String>,
+    },
+    /// Start a fresh episode now for a unit that was given up (exit 0, 3 no daemon)
+    Retry {
+        /// Unit names (`.service` may be omitted)
+        #[arg(value_name = "UNIT", required = true)]
+        units: Vec<String>,
+    },
     /// Print a polkit rule letting USER start, restart and reset exactly the configured units
     PolkitRule {
         /// The account unitwarden runs as in least-privilege mode (User= in its unit)

@@ -54,6 +54,10 @@ pub fn main() -> ExitCode {
             print!("{}", crate::polkit::rule(&user, &settings.path, &units));
             ExitCode::SUCCESS
         }
+        Cmd::Status { .. } | Cmd::Pause { .. } | Cmd::Resume { .. } | Cmd::Retry { .. } => {
+            eprintln!("unitwarden: no daemon answers");
+            ExitCode::from(crate::args::EXIT_NO_DAEMON)
+        }
         Cmd::Run => with_runtime(run(settings)),
         Cmd::Once => with_runtime(once(settings)),
     }
