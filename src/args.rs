@@ -17,6 +17,10 @@ pub const EXIT_CONFIG: u8 = 2;
 /// Exit code of `status`, `pause`, `resume` and `retry` when no daemon answers.
 pub const EXIT_NO_DAEMON: u8 = 3;
 
+/// Exit code of `status`, `pause`, `resume` and `retry` when the daemon's socket or the
+/// request is not permitted to this user.
+pub const EXIT_DENIED: u8 = 4;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "unitwarden",

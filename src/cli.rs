@@ -5,10 +5,14 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::alert::Alerts;
-pub use crate::args::{Cli, Cmd, EXIT_CONFIG};
+pub use crate::args::{Cli, Cmd, EXIT_CONFIG, EXIT_DENIED, EXIT_NO_DAEMON};
+use crate::control::protocol::Request;
+use crate::control::{client, render, server};
 use crate::config::{self, Settings};
 use crate::logging;
 use crate::monitor::{self, Command};
+
+const DEFAULT_SOCKET: &str = "/run/unitwarden/control.sock";
 
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -19,6 +23,9 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_CONFIG } else { 0 });
         }
     };
+    if let Some(request) = control_request(&cli.command) {
+        return control(&cli, request);
+    }
     let settings = match config::load(&cli.config) {
         Ok(s) => s,
         Err(e) => {
@@ -55,11 +62,97 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Cmd::Status { .. } | Cmd::Pause { .. } | Cmd::Resume { .. } | Cmd::Retry { .. } => {
-            eprintln!("unitwarden: no daemon answers");
-            ExitCode::from(crate::args::EXIT_NO_DAEMON)
+            unreachable!("answered by the daemon")
         }
         Cmd::Run => with_runtime(run(settings)),
         Cmd::Once => with_runtime(once(settings)),
+    }
+}
+
+/// The request a command sends to the running daemon, if it is one of those.
+fn control_request(cmd: &Cmd) -> Option<Request> {
+    Some(match cmd {
+        Cmd::Status { unit, .. } => Request::Status { unit: unit.clone() },
+        Cmd::Pause { units, duration } => Request::Pause {
+            units: units.clone(),
+            for_ms: duration.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        },
+        Cmd::Resume { units } => Request::Resume {
+            units: units.clone(),
+        },
+        Cmd::Retry { units } => Request::Retry {
+            units: units.clone(),
+        },
+        _ => None?,
+    })
+}
+
+/// `status`, `pause`, `resume`, `retry`: one request to the daemon over its socket.
+fn control(cli: &Cli, request: Request) -> ExitCode {
+    // Only the socket's path is needed. An operator allowed to ask the daemon may still be
+    // unable to read its config (it can hold an SMTP password): then the default path it is.
+    let socket = match config::load(&cli.config) {
+        Ok(s) => s.daemon.control_socket,
+        Err(e) => {
+            eprintln!("unitwarden: {e}; trying the default socket {DEFAULT_SOCKET}");
+            std::path::PathBuf::from(DEFAULT_SOCKET)
+        }
+    };
+    let json = matches!(cli.command, Cmd::Status { json: true, .. });
+    let reply = match client::ask(&socket, request) {
+        Ok(r) => r,
+        Err(client::Failure::NoDaemon(why)) => {
+            eprintln!("unitwarden: {why}");
+            return ExitCode::from(EXIT_NO_DAEMON);
+        }
+        Err(client::Failure::Denied(why)) => {
+            eprintln!("unitwarden: {why}");
+            return ExitCode::from(EXIT_DENIED);
+        }
+    };
+    if let Some(e) = &reply.error {
+        eprintln!("unitwarden: {}", render::clean(e));
+        return ExitCode::FAILURE;
+    }
+    if let Some(status) = &reply.status {
+        if json {
+            match serde_json::to_string_pretty(status) {
+                Ok(text) => println!("{text}"),
+                Err(e) => {
+                    eprintln!("unitwarden: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            return ExitCode::SUCCESS;
+        }
+        let tz = jiff::tz::TimeZone::system();
+        let colour = if std::io::IsTerminal::is_terminal(&std::io::stdout())
+            && std::env::var_os("NO_COLOR").is_none()
+        {
+            render::Colour::Yes
+        } else {
+            render::Colour::No
+        };
+        match &cli.command {
+            Cmd::Status { unit: Some(_), .. } => {
+                for u in &status.units {
+                    print!("{}", render::detail(status, u, &tz));
+                }
+            }
+            _ => print!("{}", render::table(status, colour, &tz)),
+        }
+        return ExitCode::SUCCESS;
+    }
+    for line in &reply.done {
+        println!("{}", render::clean(line));
+    }
+    for line in &reply.refused {
+        eprintln!("unitwarden: {}", render::clean(line));
+    }
+    if reply.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -138,7 +231,28 @@ async fn run(settings: Settings) -> ExitCode {
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %settings.path.display(), "unitwarden starting");
     let (alerts, delivery) = start_alerts(&settings);
-    let outcome = monitor::run(settings, Some(log.clone()), alerts, shutdown, rx).await;
+    let socket = settings.daemon.control_socket.clone();
+    let (ask_tx, ask_rx) = tokio::sync::mpsc::channel(16);
+    let bound = match server::bind(&socket) {
+        Ok(listener) => {
+            tokio::spawn(server::serve(
+                listener,
+                socket.clone(),
+                server::Access::of_this_process(),
+                ask_tx,
+            ));
+            true
+        }
+        Err(e) => {
+            // The watchdog matters more than its remote control: it keeps running.
+            tracing::error!(path = %socket.display(), "control socket unavailable: {e}; status, pause, resume and retry cannot reach this daemon");
+            false
+        }
+    };
+    let outcome = monitor::run(settings, Some(log.clone()), alerts, shutdown, rx, ask_rx).await;
+    if bound {
+        let _ = std::fs::remove_file(&socket);
+    }
     delivery.finish().await;
     let code = match outcome {
         Ok(()) => ExitCode::SUCCESS,

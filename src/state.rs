@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::policy::Episode;
+use crate::policy::{Episode, Hold};
 use crate::unit::UnitName;
 
 const FILE: &str = "state.json";
@@ -14,6 +14,16 @@ const FILE: &str = "state.json";
 struct OnDisk {
     version: u32,
     units: BTreeMap<UnitName, Episode>,
+    /// Absent in files written before operators could pause units.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    holds: BTreeMap<UnitName, Hold>,
+}
+
+/// What survives a restart of unitwarden: the episodes, and the operators' holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Saved {
+    pub episodes: BTreeMap<UnitName, Episode>,
+    pub holds: BTreeMap<UnitName, Hold>,
 }
 
 /// The episode file. Writes are atomic (temp file, rename), so a kill at any moment leaves
@@ -46,29 +56,32 @@ impl Store {
 
     /// Reads the saved episodes. A missing file is a fresh start; an unreadable or corrupt one is
     /// set aside as `state.json.corrupt` and reported, and the watchdog starts fresh.
-    pub fn load(&self) -> BTreeMap<UnitName, Episode> {
+    pub fn load(&self) -> Saved {
         let path = self.path();
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return BTreeMap::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Saved::default(),
             Err(e) => {
                 tracing::error!(path = %path.display(), "cannot read state: {e}; starting without saved episodes");
-                return BTreeMap::new();
+                return Saved::default();
             }
         };
         match serde_json::from_str::<OnDisk>(&text) {
-            Ok(s) => s.units,
+            Ok(s) => Saved {
+                episodes: s.units,
+                holds: s.holds,
+            },
             Err(e) => {
                 let aside = self.dir.join(format!("{FILE}.corrupt"));
                 let _ = std::fs::rename(&path, &aside);
                 tracing::error!(path = %path.display(), "state file is corrupt ({e}); moved to {}, starting without saved episodes", aside.display());
-                BTreeMap::new()
+                Saved::default()
             }
         }
     }
 
     /// Writes the episodes; the flush to the disk follows off this thread.
-    pub fn save(&mut self, units: &BTreeMap<UnitName, Episode>) {
+    pub fn save(&mut self, units: &Saved) {
         let written = self.try_save(units, Flush::Later);
         if written.is_ok() {
             self.flush_later();
@@ -78,7 +91,7 @@ impl Store {
 
     /// Writes the episodes and flushes them to the disk before returning: the last write at
     /// shutdown and after `once`.
-    pub fn save_durably(&mut self, units: &BTreeMap<UnitName, Episode>) {
+    pub fn save_durably(&mut self, units: &Saved) {
         let written = self.try_save(units, Flush::Now);
         self.report(written);
     }
@@ -136,11 +149,12 @@ impl Store {
         }
     }
 
-    fn try_save(&self, units: &BTreeMap<UnitName, Episode>, when: Flush) -> std::io::Result<()> {
+    fn try_save(&self, saved: &Saved, when: Flush) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         let body = serde_json::to_vec_pretty(&OnDisk {
             version: 1,
-            units: units.clone(),
+            units: saved.episodes.clone(),
+            holds: saved.holds.clone(),
         })
         .map_err(std::io::Error::other)?;
         // Per process: a cron `once` beside the daemon must not interleave into one temp file.
@@ -182,26 +196,35 @@ mod tests {
     fn round_trip_and_corrupt_file_is_set_aside() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::new(&dir.path().join("sub"));
-        assert!(store.load().is_empty());
-        let mut m = BTreeMap::new();
-        m.insert(
+        assert_eq!(store.load(), Saved::default());
+        let mut m = Saved::default();
+        let t = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        m.episodes.insert(
             UnitName::parse("nginx").unwrap(),
             Episode {
-                started: jiff::Timestamp::from_second(1_800_000_000).unwrap(),
+                started: t,
                 attempts: 2,
                 gave_up: None,
                 healthy_since: None,
             },
         );
+        m.holds.insert(
+            UnitName::parse("celery").unwrap(),
+            Hold::Paused {
+                since: t,
+                until: None,
+            },
+        );
         store.save_durably(&m);
         assert_eq!(store.load(), m);
-        m.get_mut(&UnitName::parse("nginx").unwrap())
+        m.episodes
+            .get_mut(&UnitName::parse("nginx").unwrap())
             .unwrap()
             .attempts = 3;
         store.save(&m);
         assert_eq!(store.load(), m, "readable at once, before the flush");
         std::fs::write(store.path(), b"{not json").unwrap();
-        assert!(store.load().is_empty());
+        assert_eq!(store.load(), Saved::default());
         assert!(dir.path().join("sub/state.json.corrupt").exists());
     }
 
@@ -211,7 +234,7 @@ mod tests {
         let file = dir.path().join("file");
         std::fs::write(&file, b"x").unwrap();
         let mut store = Store::new(&file.join("sub"));
-        store.save(&BTreeMap::new());
+        store.save(&Saved::default());
         assert!(store.failing);
     }
 }

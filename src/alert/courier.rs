@@ -183,8 +183,12 @@ impl Courier {
             }
         }
         let outbox = self.outbox.clone();
-        let waiting = blocking(move || outbox.len()).await.unwrap_or(0) + self.memory.len();
+        let (stored, oldest) = blocking(move || (outbox.len(), outbox.oldest()))
+            .await
+            .unwrap_or((0, None));
+        let waiting = stored + self.memory.len();
         self.counters.outbox.store(waiting, Ordering::Relaxed);
+        self.counters.note_oldest(oldest);
         if waiting == 0 {
             self.failures = 0;
             self.retry_at = None;

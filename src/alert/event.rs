@@ -68,6 +68,12 @@ pub enum EventKind {
     NotFound,
     ProbeFailed,
     Flapping,
+    /// The main process died and systemd's `Restart=` brought it back.
+    Crashed,
+    /// Stopped by a stop job unitwarden did not issue: left stopped.
+    OperatorStop,
+    /// An operator paused, resumed or retried a unit (or a pause ran out).
+    Operator,
     ConfigReloadFailed,
     Resource,
     Started,
@@ -86,6 +92,9 @@ impl EventKind {
             EventKind::NotFound => "not_found",
             EventKind::ProbeFailed => "probe_failed",
             EventKind::Flapping => "flapping",
+            EventKind::Crashed => "crashed",
+            EventKind::OperatorStop => "operator_stop",
+            EventKind::Operator => "operator",
             EventKind::ConfigReloadFailed => "config_reload_failed",
             EventKind::Resource => "resource",
             EventKind::Started => "started",
@@ -94,7 +103,7 @@ impl EventKind {
     }
 }
 
-pub const ALL_EVENTS: [EventKind; 12] = [
+pub const ALL_EVENTS: [EventKind; 15] = [
     EventKind::Down,
     EventKind::Restarted,
     EventKind::RestartFailed,
@@ -103,6 +112,9 @@ pub const ALL_EVENTS: [EventKind; 12] = [
     EventKind::NotFound,
     EventKind::ProbeFailed,
     EventKind::Flapping,
+    EventKind::Crashed,
+    EventKind::OperatorStop,
+    EventKind::Operator,
     EventKind::ConfigReloadFailed,
     EventKind::Resource,
     EventKind::Started,

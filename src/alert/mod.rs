@@ -69,9 +69,18 @@ pub const QUEUE: usize = 1024;
 pub const FLUSH_BOUND: Duration = Duration::from_secs(10);
 const STATE_FILE: &str = "alerts.json";
 
+impl Counters {
+    fn note_oldest(&self, oldest: Option<Timestamp>) {
+        let ms = oldest.map_or(0, |t| t.as_millisecond().max(1));
+        self.oldest_ms.store(ms, Ordering::Relaxed);
+    }
+}
+
 #[derive(Default)]
 struct Counters {
     outbox: AtomicUsize,
+    /// When the oldest email in the outbox was written (Unix milliseconds; 0 = none).
+    oldest_ms: std::sync::atomic::AtomicI64,
     sent: AtomicU64,
     dropped: AtomicU64,
     suppressed: AtomicU64,
@@ -82,6 +91,8 @@ struct Counters {
 pub struct AlertStats {
     /// Emails waiting in `state_dir/outbox`.
     pub outbox: usize,
+    /// When the oldest of them was written.
+    pub oldest: Option<Timestamp>,
     /// Emails the server accepted since start.
     pub sent: u64,
     /// Events or emails lost since start (queue full, older than `outbox_max_age`, unreadable
@@ -140,6 +151,10 @@ impl Alerts {
         let c = &self.counters;
         AlertStats {
             outbox: c.outbox.load(Ordering::Relaxed),
+            oldest: match c.oldest_ms.load(Ordering::Relaxed) {
+                0 => None,
+                ms => Timestamp::from_millisecond(ms).ok(),
+            },
             sent: c.sent.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
             suppressed: c.suppressed.load(Ordering::Relaxed),
@@ -170,6 +185,7 @@ pub fn start(
     outbox.clean_temporaries();
     let waiting = outbox.len();
     counters.outbox.store(waiting, Ordering::Relaxed);
+    counters.note_oldest(outbox.oldest());
     if waiting > 0 {
         tracing::info!(
             outbox = waiting,

@@ -177,6 +177,15 @@ impl Outbox {
         self.len() == 0
     }
 
+    /// When the oldest stored message was written, from its name (which starts with that
+    /// time, so the names sort oldest first).
+    pub fn oldest(&self) -> Option<Timestamp> {
+        let first = self.names().into_iter().next()?;
+        let name = first.file_name()?.to_str()?;
+        let ms: i64 = name.split('-').next()?.parse().ok()?;
+        Timestamp::from_millisecond(ms).ok()
+    }
+
     /// Every stored message, oldest first, plus the files that could not be parsed (which the
     /// caller sets aside and reports).
     pub fn list(&self) -> (Vec<(PathBuf, Stored)>, Vec<Unreadable>) {

@@ -35,10 +35,12 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
         super::document::read(text).map_err(|e| err(e.span(), clean_message(e.message())))?;
 
     let d = raw.daemon;
-    if let Some(c) = &d.control_socket {
+    if let Some(c) = &d.control_socket
+        && !c.get_ref().is_absolute()
+    {
         return Err(err(
             Some(c.span()),
-            not_built("control_socket (the control socket)"),
+            "control_socket must be an absolute path".into(),
         ));
     }
     let log_keep = match d.log_keep {
@@ -578,8 +580,8 @@ verify_after = "0s"
                 "/etc/unitwarden/test.toml:1:1: [resources] (host resource checks) is not available",
             ),
             (
-                "[daemon]\ncontrol_socket = \"/run/u.sock\"\n",
-                "/etc/unitwarden/test.toml:2:18: control_socket (the control socket) is not available",
+                "[daemon]\ncontrol_socket = \"u.sock\"\n",
+                "/etc/unitwarden/test.toml:2:18: control_socket must be an absolute path",
             ),
             (
                 "[[window]]\nname = \"m\"\nstart = \"07:00\"\nend = \"08:00\"\nfailures = 1\n",

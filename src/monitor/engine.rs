@@ -5,20 +5,25 @@
 //! in order: D-Bus calls, state writes, log lines, alerts. [`Engine::wake_at`] says when the
 //! next timer is due. The shell (`monitor::Monitor`) owns the bus, the files and the tasks.
 
-use std::collections::{BTreeMap, HashSet};
+mod operator;
+
+use std::collections::HashSet;
 use std::time::Duration;
 
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
 use tokio::time::Instant;
 
 use super::attempts::Reset;
-use super::narrate::{self, Line, Scene};
+use super::narrate::{self, Line, Override, Scene};
 pub use super::protocol::{Action, Input, Listing, Mode};
-use super::registry::Registry;
+use super::registry::{Recent, Registry};
 use super::status::{self, OnceReport, Schedule};
 use crate::alert::EventKind;
 use crate::clock::Now;
 use crate::config::{self, Settings};
-use crate::policy::{Effect, Episode, Health, newly_down};
+use crate::policy::{Effect, Episode, Health, Hold, newly_down};
+use crate::state::Saved;
 use crate::systemd::{Signal, UnitPath, UnitStatus};
 use crate::unit::{ActiveState, Observation, UnitName, UnitPattern};
 
@@ -37,6 +42,12 @@ pub struct Engine {
     resync: bool,
     /// Episodes changed since the last [`Action::Persist`].
     dirty: bool,
+    /// The manager is going down: nothing is restarted any more.
+    shutting_down: bool,
+    /// When the engine started, for `status`.
+    started: Timestamp,
+    /// The host's zone, for times in log lines and alerts.
+    tz: TimeZone,
     out: Vec<Action>,
 }
 
@@ -45,7 +56,7 @@ impl Engine {
     /// actions that route their signals.
     pub fn new(
         settings: Settings,
-        saved: BTreeMap<UnitName, Episode>,
+        saved: Saved,
         mode: Mode,
         seed: u64,
         now: &Now,
@@ -62,16 +73,29 @@ impl Engine {
             ready: false,
             resync: false,
             dirty: false,
+            shutting_down: false,
+            started: now.wall,
+            tz: TimeZone::system(),
             out: Vec::new(),
         };
-        let mut saved = saved;
+        let Saved {
+            mut episodes,
+            holds,
+        } = saved;
         for name in e.settings.exact_names() {
-            let ep = saved.remove(&name);
+            let ep = episodes.remove(&name);
             e.watch(name, ep);
         }
         // Episodes of glob-matched units come back when the unit is seen again.
-        for (name, ep) in saved {
+        for (name, ep) in episodes {
             e.watch(name, Some(ep));
+        }
+        for (name, hold) in holds {
+            e.watch(name.clone(), None);
+            if let Some(w) = e.units.get_mut(&name) {
+                w.machine.suspend();
+                w.hold = Some(hold);
+            }
         }
         if mode == Mode::Once {
             e.settle_by = Some(now.after(e.units.max_verify()));
@@ -90,6 +114,7 @@ impl Engine {
             }
             Input::Timer => {
                 self.refresh_window(now);
+                self.expire_pauses(now);
                 self.tick_all(now);
                 if now.at >= self.next_poll {
                     self.poll(now);
@@ -109,6 +134,12 @@ impl Engine {
                 if let Some(w) = self.units.get_mut(&name) {
                     let fx = w.machine.job_finished(&w.settings.policy, outcome, now);
                     self.apply(&name, fx, now);
+                    // A stop queued while our job was out is decided on now.
+                    if self.units.get(&name).is_some_and(|w| w.foreign_job.is_some())
+                        && let Some(obs) = self.units.get(&name).and_then(|w| w.obs.clone())
+                    {
+                        self.observe(&name, obs, now);
+                    }
                 }
                 self.tick_all(now);
             }
@@ -148,6 +179,9 @@ impl Engine {
         for (_, w) in self.units.iter() {
             if let Some(d) = w.machine.next_deadline(&w.settings.policy, now) {
                 wake = wake.min(d);
+            }
+            if let Some(until) = w.hold.as_ref().and_then(Hold::until) {
+                wake = wake.min(now.instant_of(until));
             }
         }
         if let Some(t) = self.settings.calendar.next_transition(now.wall) {
@@ -204,9 +238,12 @@ impl Engine {
         self.units.contains(name)
     }
 
-    /// The episodes as they stand, for the last write at shutdown.
-    pub fn episodes(&self) -> BTreeMap<UnitName, Episode> {
-        self.units.episodes()
+    /// The episodes and holds as they stand, for the last write at shutdown.
+    pub fn saved(&self) -> Saved {
+        Saved {
+            episodes: self.units.episodes(),
+            holds: self.units.holds(),
+        }
     }
 
     pub fn settings(&self) -> &Settings {
@@ -224,7 +261,7 @@ impl Engine {
 
     fn flush(&mut self) {
         if std::mem::take(&mut self.dirty) {
-            self.out.push(Action::Persist(self.units.episodes()));
+            self.out.push(Action::Persist(self.saved()));
         }
     }
 
@@ -380,16 +417,144 @@ impl Engine {
             return;
         };
         let p = &w.settings.policy;
-        let health = Health::of(&obs, w.settings.restarts_inactive());
+        let restart_inactive = w.settings.restarts_inactive();
+        let health = Health::of(&obs, restart_inactive);
         let mut fx = Vec::new();
         if let Some(n) = obs.n_restarts
             && w.obs.as_ref().and_then(|o| o.n_restarts) != Some(n)
         {
             fx.extend(w.machine.observe_restarts(p, n, now));
         }
-        w.obs = Some(obs);
-        fx.extend(w.machine.observe(p, health, now));
+        if w.obs.as_ref().is_none_or(|o| o.active != obs.active) {
+            w.since = Some(now.wall);
+        }
+        let before = w.obs.replace(obs);
+        let was = before.as_ref().map(|o| Health::of(o, restart_inactive));
+        if w.foreign_job.is_some() {
+            if w.obs.as_ref().is_some_and(|o| o.job_pending) {
+                // Someone else's job is moving the unit; how it ends decides.
+                self.apply(name, fx, now);
+                return;
+            }
+            // The job is over (its `JobRemoved` may have been missed): decide now.
+            w.foreign_job = None;
+            if health == Health::Down
+                && w.hold.is_none()
+                && w.obs.as_ref().is_some_and(|o| o.active == ActiveState::Inactive)
+            {
+                w.hold = Some(Hold::OperatorStop { since: now.wall });
+                w.machine.suspend();
+                self.dirty = true;
+                self.apply(name, fx, now);
+                self.tell_override(name, Override::OperatorStop, now);
+                return;
+            }
+        }
+        match &w.hold {
+            Some(Hold::OperatorStop { .. }) => {
+                let started = w.obs.as_ref().is_some_and(|o| {
+                    matches!(
+                        o.active,
+                        ActiveState::Active | ActiveState::Activating | ActiveState::Reloading
+                    )
+                });
+                if !started {
+                    self.apply(name, fx, now);
+                    return;
+                }
+                w.hold = None;
+                w.machine.resume();
+                self.dirty = true;
+                self.tell_override(name, Override::StartedAgain, now);
+            }
+            Some(Hold::Paused { until, .. }) => {
+                let until = *until;
+                self.apply(name, fx, now);
+                if health == Health::Down && was != Some(Health::Down) {
+                    self.tell_override(name, Override::DownWhilePaused { until }, now);
+                }
+                return;
+            }
+            None => {}
+        }
+        let Some(w) = self.units.get_mut(name) else {
+            return;
+        };
+        fx.extend(w.machine.observe(&w.settings.policy, health, now));
         self.apply(name, fx, now);
+    }
+
+    /// Tells (log line, alert) what an operator did to `name` or what happened under a hold.
+    fn tell_override(&mut self, name: &UnitName, what: Override, now: &Now) {
+        let Some(w) = self.units.get(name) else {
+            return;
+        };
+        let scene = Scene {
+            unit: name,
+            obs: w.obs.as_ref(),
+            policy: &w.settings.policy,
+            window: self.window.as_deref(),
+            min_interval: None,
+            wall: now.wall,
+        };
+        let told = narrate::overridden(&scene, &what, &self.tz);
+        self.remember(name, &told.line, now);
+        self.out.push(Action::Log(Box::new(told.line)));
+        if let Some(ev) = told.event {
+            self.out.push(Action::Alert(Box::new(ev)));
+        }
+    }
+
+    /// Keeps `line` in the unit's recent history for `status UNIT`.
+    fn remember(&mut self, name: &UnitName, line: &Line, now: &Now) {
+        if let Some(w) = self.units.get_mut(name) {
+            let mut text = line.message.clone();
+            if let Some((k, n)) = line.attempt {
+                text = format!("{text} (attempt {k}/{n})");
+            }
+            w.remember(Recent {
+                at: now.wall,
+                action: line.action,
+                text: text.into(),
+            });
+        }
+    }
+
+    /// Pauses whose time is up end by themselves.
+    fn expire_pauses(&mut self, now: &Now) {
+        let due: Vec<UnitName> = self
+            .units
+            .iter()
+            .filter(|(_, w)| {
+                w.hold
+                    .as_ref()
+                    .and_then(Hold::until)
+                    .is_some_and(|t| t <= now.wall)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            self.release(&name, Override::Resumed { expired: true }, now);
+        }
+    }
+
+    /// Ends `name`'s hold: told, then the unit's current state is decided on afresh.
+    fn release(&mut self, name: &UnitName, why: Override, now: &Now) -> bool {
+        let Some(w) = self.units.get_mut(name) else {
+            return false;
+        };
+        if w.hold.take().is_none() {
+            return false;
+        }
+        w.machine.resume();
+        self.dirty = true;
+        self.tell_override(name, why, now);
+        if let Some(obs) = self.units.get(name).and_then(|w| w.obs.clone())
+            && !self.shutting_down
+        {
+            self.observe(name, obs, now);
+        }
+        true
     }
 
     fn signal(&mut self, sig: Signal, now: &Now) {
@@ -407,7 +572,8 @@ impl Engine {
                     return;
                 }
                 let health = Health::of(&obs, w.settings.restarts_inactive());
-                if newly_down(w.machine.health(), health) {
+                let decides = w.hold.is_none() && w.foreign_job.is_none() && !self.shutting_down;
+                if decides && newly_down(w.machine.health(), health) {
                     w.unconfirmed = Some(Box::new(obs));
                     self.out.push(Action::Confirm(name));
                     return;
@@ -421,6 +587,38 @@ impl Engine {
                 }
             }
             Signal::Reloaded => self.poll(now),
+            Signal::JobNew { name, job } => {
+                if let Some(w) = self.units.get_mut(&name)
+                    && !w.machine.job_running()
+                {
+                    w.foreign_job = Some(job);
+                }
+            }
+            Signal::JobRemoved { name, job, .. } => {
+                if let Some(w) = self.units.get(&name)
+                    && w.foreign_job.as_ref() == Some(&job)
+                    && let Some(mut obs) = w.obs.clone()
+                {
+                    // The unit's own signals came before this one: its state is final.
+                    obs.job_pending = false;
+                    self.observe(&name, obs, now);
+                    self.tick_all(now);
+                }
+            }
+            Signal::ShuttingDown => {
+                if !self.shutting_down {
+                    self.shutting_down = true;
+                    for name in self.units.names() {
+                        if let Some(w) = self.units.get_mut(&name) {
+                            w.machine.suspend();
+                        }
+                    }
+                    self.log(
+                        Line::info("the manager is shutting down; restarting nothing from now on")
+                            .action("shutdown"),
+                    );
+                }
+            }
             Signal::ManagerRestarted => {
                 self.log(Line::info("systemd manager restarted; subscribing again"));
                 self.out.push(Action::Subscribe);
@@ -504,6 +702,7 @@ impl Engine {
         // Lines and alerts first, in the machine's order; the attempt goes out last, after the
         // episode that counts it is on disk (a killed watchdog never repeats an attempt).
         for t in told {
+            self.remember(name, &t.line, now);
             self.out.push(Action::Log(Box::new(t.line)));
             if let Some(ev) = t.event {
                 self.out.push(Action::Alert(Box::new(ev)));

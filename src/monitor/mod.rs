@@ -25,6 +25,8 @@ use tokio::time::Instant;
 use crate::alert::Alerts;
 use crate::clock::Now;
 use crate::config::{self, Settings};
+use crate::control::protocol::OutboxReport;
+use crate::control::server::Ask;
 use crate::logging::{LogHandle, format_duration};
 use crate::notify::{self, Notifier};
 use crate::state::Store;
@@ -43,22 +45,26 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 const RECONNECT_FIRST: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(10);
 
-/// Requests from outside the loop (signals today; the control socket later).
+/// Requests from outside the loop: a reload (SIGHUP), an operator's request (the control
+/// socket).
 #[derive(Debug)]
 pub enum Command {
     Reload,
+    Control(Ask),
 }
 
-/// The daemon: runs until `shutdown` resolves. `commands` carries reload requests.
+/// The daemon: runs until `shutdown` resolves. `commands` carries reload requests, `asks` the
+/// control socket's requests.
 pub async fn run(
     settings: Settings,
     log: Option<LogHandle>,
     alerts: Alerts,
     shutdown: impl Future<Output = ()>,
     commands: mpsc::Receiver<Command>,
+    asks: mpsc::Receiver<Ask>,
 ) -> anyhow::Result<()> {
     let mut m = Monitor::new(settings, log, alerts, Mode::Daemon);
-    m.run(shutdown, commands).await;
+    m.run(shutdown, commands, asks).await;
     Ok(())
 }
 
@@ -157,6 +163,7 @@ impl Monitor {
         &mut self,
         shutdown: impl Future<Output = ()>,
         mut commands: mpsc::Receiver<Command>,
+        mut asks: mpsc::Receiver<Ask>,
     ) {
         tokio::pin!(shutdown);
         for action in std::mem::take(&mut self.startup) {
@@ -176,7 +183,9 @@ impl Monitor {
                     match self.step(&mut link, Input::Connected).await {
                         Ok(()) => {
                             reconnect_delay = RECONNECT_FIRST;
-                            let ended = self.watch(link, &mut shutdown, &mut commands).await;
+                            let ended = self
+                                .watch(link, &mut shutdown, &mut commands, &mut asks)
+                                .await;
                             match ended {
                                 Ended::Shutdown => return,
                                 Ended::ConnectionLost => continue 'connection,
@@ -205,6 +214,7 @@ impl Monitor {
         mut link: Link,
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
         commands: &mut mpsc::Receiver<Command>,
+        asks: &mut mpsc::Receiver<Ask>,
     ) -> Ended {
         loop {
             let now = Now::read();
@@ -217,6 +227,7 @@ impl Monitor {
                 tokio::select! {
                     _ = shutdown.as_mut() => None,
                     Some(cmd) = commands.recv() => Some(cmd),
+                    Some(ask) = asks.recv() => Some(Command::Control(ask)),
                 }
             };
             let woken = self.next(&mut link, wake, outside).await;
@@ -225,6 +236,15 @@ impl Monitor {
             let input = match woken {
                 Woken::Input(input) => input,
                 Woken::Outside(Some(Command::Reload)) => self.read_config(),
+                Woken::Outside(Some(Command::Control(ask))) => {
+                    match self.answer(&mut link, ask).await {
+                        Err(e) if e.is_connection_lost() => {
+                            tracing::warn!("{e}; reconnecting");
+                            return Ended::ConnectionLost;
+                        }
+                        _ => continue,
+                    }
+                }
                 Woken::Outside(None) => {
                     self.stop(Some(&mut link.signals)).await;
                     return Ended::Shutdown;
@@ -265,7 +285,7 @@ impl Monitor {
                 Woken::Outside(_) => {}
             }
         }
-        self.store.save_durably(&self.engine.episodes());
+        self.store.save_durably(&self.engine.saved());
         Ok(self.engine.once_report())
     }
 
@@ -290,6 +310,24 @@ impl Monitor {
             cmd = outside => Woken::Outside(cmd),
             _ = tokio::time::sleep_until(wake) => Woken::Input(Input::Timer),
         }
+    }
+
+    /// Answers an operator's request. What it changes (a pause, a retry's attempt) is carried
+    /// out, and the state written, before the reply: once `pause` returns, the pause survives
+    /// a kill of the daemon.
+    async fn answer(&mut self, link: &mut Link, ask: Ask) -> Result<(), SystemdError> {
+        let (mut reply, actions) = self.engine.control(ask.request, &Now::read());
+        let done = self.execute(link, actions).await;
+        if let Some(status) = reply.status.as_mut() {
+            let stats = self.alerts.stats();
+            status.outbox = self.alerts.is_enabled().then_some(OutboxReport {
+                messages: stats.outbox,
+                oldest: stats.oldest,
+            });
+        }
+        // The client may be gone; that is its business.
+        let _ = ask.reply.send(reply);
+        done
     }
 
     /// Reads the config file for a reload; the engine decides what follows.
@@ -479,7 +517,7 @@ impl Monitor {
                 self.router.follow(&name, &path);
             }
             Action::Unwatch(name) => self.router.unwatch(&name),
-            Action::Persist(episodes) => self.store.save(&episodes),
+            Action::Persist(saved) => self.store.save(&saved),
             Action::Log(line) => emit(&line),
             Action::Alert(ev) => self.alerts.send(*ev),
             Action::Ready => {
@@ -515,7 +553,7 @@ impl Monitor {
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        self.store.save_durably(&self.engine.episodes());
+        self.store.save_durably(&self.engine.saved());
     }
 }
 

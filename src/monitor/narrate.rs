@@ -318,7 +318,136 @@ fn tell(s: &Scene<'_>, effect: &Effect) -> Vec<Told> {
             ev.next = "left to systemd's Restart=; unitwarden acts if systemd gives up".into();
             with(l, ev)
         }
+        Effect::Crashed { restarts } => {
+            let mut l = line(
+                Level::WARN,
+                "crashed; systemd's Restart= is bringing it back".into(),
+            );
+            l.sub = Some(sub);
+            l.restarts = Some(*restarts);
+            l.result = Some(
+                s.obs
+                    .and_then(|o| o.result.as_ref())
+                    .map_or("-".into(), |r| r.to_string()),
+            );
+            let mut ev = event(
+                EventKind::Crashed,
+                format!("{name} crashed and systemd restarted it (restart {restarts} by systemd)"),
+            );
+            ev.next = "left to systemd's Restart=; unitwarden acts if systemd gives up".into();
+            with(l, ev)
+        }
         Effect::Persist => Vec::new(),
+    }
+}
+
+/// What an operator did to a unit, or what happened to it under an operator's hold.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Override {
+    /// `unitwarden pause`.
+    Paused { until: Option<Timestamp> },
+    /// `unitwarden resume`, or the pause ran out (`expired`).
+    Resumed { expired: bool },
+    /// A stop job unitwarden did not issue left the unit stopped.
+    OperatorStop,
+    /// Started again after an operator's stop: watched as usual.
+    StartedAgain,
+    /// `unitwarden retry`: a fresh episode.
+    Retried,
+    /// Went down while paused: reported, not restarted.
+    DownWhilePaused { until: Option<Timestamp> },
+}
+
+/// The line and alert for an operator's override of `s.unit`.
+pub fn overridden(s: &Scene<'_>, what: &Override, tz: &jiff::tz::TimeZone) -> Told {
+    let name = s.unit;
+    let until = |u: &Option<Timestamp>| match u {
+        Some(t) => format!("until {}", t.to_zoned_datetime(tz.clone()).strftime("%Y-%m-%d %H:%M:%S %Z")),
+        None => "until `unitwarden resume`".to_string(),
+    };
+    let mut line = Line::info(String::new()).unit(name);
+    line.state = s.obs.map(|o| o.active.to_string());
+    let (kind, message, detail, next) = match what {
+        Override::Paused { until: u } => {
+            line.action = Some("pause");
+            let u = until(u);
+            (
+                EventKind::Operator,
+                format!("paused {u}: watched, not restarted"),
+                format!("{name} was paused {u} by an operator"),
+                format!("watched and reported, not restarted, {u}"),
+            )
+        }
+        Override::Resumed { expired } => {
+            line.action = Some("resume");
+            let how = if *expired {
+                "the pause ran out"
+            } else {
+                "resumed by an operator"
+            };
+            (
+                EventKind::Operator,
+                format!("{how}: restarted again when down"),
+                format!("{name}: {how}"),
+                "watched and restarted as configured".into(),
+            )
+        }
+        Override::OperatorStop => {
+            line.action = Some("operator_stop");
+            line.level = Level::WARN;
+            (
+                EventKind::OperatorStop,
+                "stopped by a stop job unitwarden did not issue; leaving it stopped".into(),
+                format!("{name} was stopped by an operator (systemctl stop or a dependency)"),
+                format!(
+                    "left stopped; watched again when it is started (systemctl start {name}) or after `unitwarden resume {name}`"
+                ),
+            )
+        }
+        Override::StartedAgain => {
+            line.action = Some("resume");
+            (
+                EventKind::Operator,
+                "started again after an operator's stop; watching as usual".into(),
+                format!("{name} was started again after an operator's stop"),
+                "watched and restarted as configured".into(),
+            )
+        }
+        Override::Retried => {
+            line.action = Some("retry");
+            (
+                EventKind::Operator,
+                "retry asked by an operator: a fresh episode starts now".into(),
+                format!("{name}: retry asked by an operator, a fresh episode starts now"),
+                format!(
+                    "up to {} restart attempts from now",
+                    s.policy.max_attempts
+                ),
+            )
+        }
+        Override::DownWhilePaused { until: u } => {
+            line.level = Level::WARN;
+            line.sub = s.obs.map(|o| o.sub.to_string());
+            line.result = s.obs.and_then(|o| o.result.as_ref()).map(|r| r.to_string());
+            let u = until(u);
+            (
+                EventKind::Down,
+                format!("unit is down; paused {u}, not restarting"),
+                format!("{name} is down while paused"),
+                format!("not restarted while paused ({u})"),
+            )
+        }
+    };
+    line.message = message;
+    let mut ev = Event::new(kind, Some(name.clone()), s.wall, detail);
+    ev.result = s.obs.and_then(|o| o.result.as_ref()).map(|r| r.to_string());
+    ev.exec_status = s.obs.and_then(|o| o.exec_status());
+    ev.window = s.window.map(str::to_string);
+    ev.min_interval = s.min_interval;
+    ev.next = next;
+    Told {
+        line,
+        event: Some(ev),
     }
 }
 

@@ -1,13 +1,12 @@
 //! What goes into the engine and what comes out: the inputs it decides on and the actions
 //! the shell carries out.
 
-use std::collections::BTreeMap;
-
 use super::attempts::Reset;
 use super::narrate::Line;
 use crate::alert::Event;
 use crate::config::Settings;
-use crate::policy::{Episode, JobOutcome};
+use crate::policy::JobOutcome;
+use crate::state::Saved;
 use crate::systemd::{Signal, UnitPath, UnitStatus};
 use crate::unit::UnitName;
 
@@ -75,8 +74,8 @@ pub enum Action {
         unit: UnitName,
         reset: Reset,
     },
-    /// Write the episodes to `state_dir`.
-    Persist(BTreeMap<UnitName, Episode>),
+    /// Write the episodes and holds to `state_dir`.
+    Persist(Saved),
     // Boxed: most actions are small, and a turn at startup queues one per watched unit.
     Log(Box<Line>),
     Alert(Box<Event>),

@@ -1,15 +1,20 @@
 //! The watched units: each holds its own settings, its restart machine and what was last seen
 //! of it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::Now;
-use std::sync::Arc;
+use jiff::Timestamp;
 
+use crate::clock::Now;
 use crate::config::UnitSettings;
-use crate::policy::{Deps, Episode, UnitMachine, holds_dependents};
+use crate::policy::{Deps, Episode, Hold, UnitMachine, holds_dependents};
+use crate::systemd::JobPath;
 use crate::unit::{Observation, UnitName};
+
+/// How many of a unit's last lines `status UNIT` shows.
+const RECENT: usize = 10;
 
 pub struct Watched {
     /// Its `[[unit]]` entry (for a glob instance, the glob's).
@@ -20,6 +25,40 @@ pub struct Watched {
     pub alias: Option<UnitName>,
     /// A signal's view held back while a fresh read confirms the unit went down.
     pub unconfirmed: Option<Box<Observation>>,
+    /// An operator's pause or stop: watched and reported, never restarted.
+    pub hold: Option<Hold>,
+    /// A job someone else queued for the unit (an operator's stop or start, a dependency):
+    /// how the unit ends up when it is done tells a deliberate stop from a failure.
+    pub foreign_job: Option<JobPath>,
+    /// When the unit was first seen in its current active state.
+    pub since: Option<Timestamp>,
+    // Boxed and empty until something happens: most units never have news.
+    /// The unit's last lines, newest last, for `status UNIT`.
+    pub recent: Option<Box<VecDeque<Recent>>>,
+}
+
+/// One line of a unit's recent history.
+#[derive(Clone, Debug)]
+pub struct Recent {
+    pub at: Timestamp,
+    /// What was done (`restart`, `pause`, ...), if the line was an action.
+    pub action: Option<&'static str>,
+    pub text: Box<str>,
+}
+
+impl Watched {
+    pub fn remember(&mut self, r: Recent) {
+        let recent = self.recent.get_or_insert_with(Default::default);
+        if recent.len() == RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(r);
+    }
+
+    /// The latest line that was an action.
+    pub fn last_action(&self) -> Option<&Recent> {
+        self.recent.as_ref()?.iter().rev().find(|r| r.action.is_some())
+    }
 }
 
 pub struct Registry {
@@ -61,6 +100,10 @@ impl Registry {
                 obs: None,
                 alias: None,
                 unconfirmed: None,
+                hold: None,
+                foreign_job: None,
+                since: None,
+                recent: None,
             }),
         );
         true
@@ -128,6 +171,14 @@ impl Registry {
         self.units
             .iter()
             .filter_map(|(n, w)| Some((n.clone(), w.machine.episode()?.clone())))
+            .collect()
+    }
+
+    /// The operators' holds to persist.
+    pub fn holds(&self) -> BTreeMap<UnitName, Hold> {
+        self.units
+            .iter()
+            .filter_map(|(n, w)| Some((n.clone(), w.hold.clone()?)))
             .collect()
     }
 

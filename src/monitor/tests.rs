@@ -19,6 +19,7 @@ use crate::alert::EventKind;
 use crate::clock::{Now, add};
 use crate::config;
 use crate::policy::{Episode, JobOutcome};
+use crate::state::Saved;
 use crate::systemd::{Signal, UnitStatus, UnitUpdate};
 use crate::unit::{
     ActiveState, JobResult, LoadState, Observation, SubState, UnitName, UnitPattern,
@@ -93,6 +94,10 @@ impl Sim {
         let now = Now {
             at: at0,
             wall: wall0,
+        };
+        let saved = Saved {
+            episodes: saved,
+            holds: BTreeMap::new(),
         };
         let (engine, actions) = Engine::new(settings, saved, mode, 42, &now);
         let mut sim = Sim {
@@ -171,7 +176,7 @@ impl Sim {
                     self.carry(more);
                 }
                 Action::Restart { unit, .. } => self.restart(unit),
-                Action::Persist(eps) => self.persisted.push(eps),
+                Action::Persist(saved) => self.persisted.push(saved.episodes),
                 Action::Log(line) => self.lines.push(*line),
                 Action::Alert(ev) => self.alerts.push(*ev),
                 Action::Subscribe | Action::Follow(..) | Action::Unwatch(_) | Action::Ready => {}
@@ -487,7 +492,7 @@ async fn each_attempt_is_on_disk_before_it_is_made() {
     };
     let persist = actions
         .iter()
-        .position(|a| matches!(a, Action::Persist(eps) if eps.values().any(|e| e.attempts == 1)));
+        .position(|a| matches!(a, Action::Persist(saved) if saved.episodes.values().any(|e| e.attempts == 1)));
     let restart = actions
         .iter()
         .position(|a| matches!(a, Action::Restart { .. }));
@@ -802,7 +807,7 @@ async fn an_alias_of_a_unit_watched_under_its_own_name_is_not_watched_twice() {
         at: at0,
         wall: Timestamp::from_second(MONDAY_7AM).unwrap(),
     };
-    let (mut engine, _) = Engine::new(settings, BTreeMap::new(), Mode::Daemon, 1, &now);
+    let (mut engine, _) = Engine::new(settings, Saved::default(), Mode::Daemon, 1, &now);
     // As the manager answers: `mysql` is listed under the real unit's name.
     let row = |n: &str| {
         Some(UnitStatus {

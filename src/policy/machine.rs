@@ -61,6 +61,11 @@ pub enum Effect {
     /// An attempt waits for a dependency; it does not count while it waits.
     WaitDependency(UnitName),
     Unloadable(LoadState),
+    /// Its main process died and systemd's own `Restart=` is bringing it back.
+    Crashed {
+        /// systemd's restart counter (`NRestarts`).
+        restarts: u32,
+    },
     /// systemd restarted it `restarts` times within `flap_window` by itself.
     Flapping {
         restarts: u32,
@@ -100,6 +105,8 @@ pub struct UnitMachine {
     /// A `Down` was reported and no `Recovered`/`Restarted` yet: recovery is worth telling once,
     /// not after each of systemd's own restarts.
     reported_down: bool,
+    /// An operator's hold: nothing is planned or attempted until `resume`.
+    suspended: bool,
 }
 
 impl UnitMachine {
@@ -114,6 +121,37 @@ impl UnitMachine {
             restart_times: VecDeque::new(),
             flapping: false,
             reported_down: false,
+            suspended: false,
+        }
+    }
+
+    /// Hands off (a pause, an operator's stop): a planned attempt or a verification is
+    /// dropped; a job already out finishes, and its outcome is only remembered.
+    pub fn suspend(&mut self) {
+        self.suspended = true;
+        if !matches!(self.phase, Phase::Running { .. }) {
+            self.phase = Phase::Idle;
+        }
+    }
+
+    /// Hands on again: the next observation decides afresh, as if first seen.
+    pub fn resume(&mut self) {
+        self.suspended = false;
+        self.last = None;
+        if !matches!(self.phase, Phase::Running { .. }) {
+            self.phase = Phase::Idle;
+        }
+    }
+
+    pub fn is_suspended(&self) -> bool {
+        self.suspended
+    }
+
+    /// When the planned attempt is due, for status reports.
+    pub fn attempt_at(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Waiting { at, .. } => Some(at),
+            _ => None,
         }
     }
 
@@ -162,6 +200,9 @@ impl UnitMachine {
 
     /// When `tick` next has something to do.
     pub fn next_deadline(&self, p: &RestartPolicy, now: &Now) -> Option<Instant> {
+        if self.suspended {
+            return None;
+        }
         match &self.phase {
             Phase::Waiting {
                 at,
@@ -184,6 +225,9 @@ impl UnitMachine {
 
     /// Whether `tick` may have something to do at `now`; the watch loop ticks only these.
     pub fn due(&self, p: &RestartPolicy, now: &Now) -> bool {
+        if self.suspended {
+            return false;
+        }
         match &self.phase {
             Phase::Waiting { at, .. } => *at <= now.at,
             Phase::Running { .. } => false,
@@ -194,6 +238,9 @@ impl UnitMachine {
 
     /// A new view of the unit (signal or poll).
     pub fn observe(&mut self, p: &RestartPolicy, h: Health, now: &Now) -> Vec<Effect> {
+        if self.suspended {
+            return Vec::new();
+        }
         let prev = self.last.replace(h);
         let changed = prev != Some(h);
         let mut fx = Vec::new();
@@ -256,9 +303,11 @@ impl UnitMachine {
     /// systemd's own restart counter, for flap detection.
     pub fn observe_restarts(&mut self, p: &RestartPolicy, n: u32, now: &Now) -> Vec<Effect> {
         let prev = self.restarts_seen.replace(n);
+        let mut fx = Vec::new();
         if let Some(prev) = prev
             && n > prev
         {
+            fx.push(Effect::Crashed { restarts: n });
             for _ in 0..(n - prev).min(p.flap_restarts.max(1)) {
                 self.restart_times.push_back(now.at);
             }
@@ -275,17 +324,20 @@ impl UnitMachine {
         if p.flap_restarts > 0 && count >= p.flap_restarts {
             if !self.flapping {
                 self.flapping = true;
-                return vec![Effect::Flapping { restarts: count }];
+                fx.push(Effect::Flapping { restarts: count });
             }
         } else {
             self.flapping = false;
         }
-        Vec::new()
+        fx
     }
 
     /// Time has passed: start a due attempt, conclude a verification, end or re-arm an episode.
     pub fn tick(&mut self, p: &RestartPolicy, deps: &Deps, now: &Now) -> Vec<Effect> {
         let mut fx = Vec::new();
+        if self.suspended {
+            return fx;
+        }
         match self.phase.clone() {
             Phase::Waiting {
                 attempt,
@@ -366,6 +418,10 @@ impl UnitMachine {
         now: &Now,
     ) -> Vec<Effect> {
         let mut fx = Vec::new();
+        if self.suspended {
+            self.phase = Phase::Idle;
+            return fx;
+        }
         if let Phase::Running { attempt } = self.phase {
             match outcome {
                 JobOutcome::Ended(JobResult::Done) | JobOutcome::Lost => {
@@ -802,26 +858,50 @@ mod tests {
     }
 
     #[test]
-    fn flapping_is_reported_once_per_burst() {
+    fn every_crash_is_reported_and_a_burst_once_as_flapping() {
         let p = policy();
         let base = start();
         let mut m = UnitMachine::new(None, 1);
         let s = |n| secs(&base, n);
+        let crash = |n| Effect::Crashed { restarts: n };
+        // The first count seen is where systemd stands, not a crash.
         assert!(m.observe_restarts(&p, 0, &s(0)).is_empty());
-        assert!(m.observe_restarts(&p, 1, &s(1)).is_empty());
-        assert!(m.observe_restarts(&p, 2, &s(2)).is_empty());
+        assert_eq!(m.observe_restarts(&p, 1, &s(1)), vec![crash(1)]);
+        assert_eq!(m.observe_restarts(&p, 2, &s(2)), vec![crash(2)]);
         assert_eq!(
             m.observe_restarts(&p, 3, &s(3)),
-            vec![Effect::Flapping { restarts: 3 }]
+            vec![crash(3), Effect::Flapping { restarts: 3 }]
         );
-        assert!(m.observe_restarts(&p, 4, &s(4)).is_empty());
+        assert_eq!(m.observe_restarts(&p, 4, &s(4)), vec![crash(4)]);
+        // The same count again is no news.
+        assert!(m.observe_restarts(&p, 4, &s(5)).is_empty());
         // Quiet for longer than flap_window, then a new burst is reported again.
         assert!(m.observe_restarts(&p, 4, &s(200)).is_empty());
         m.observe_restarts(&p, 5, &s(201));
         m.observe_restarts(&p, 6, &s(202));
         assert_eq!(
             m.observe_restarts(&p, 7, &s(203)),
-            vec![Effect::Flapping { restarts: 3 }]
+            vec![crash(7), Effect::Flapping { restarts: 3 }]
         );
+    }
+
+    #[test]
+    fn a_suspended_machine_plans_nothing_and_decides_afresh_on_resume() {
+        let p = policy();
+        let base = start();
+        let mut m = UnitMachine::new(None, 1);
+        m.observe(&p, Health::Down, &base);
+        assert!(m.next_deadline(&p, &base).is_some());
+        m.suspend();
+        assert!(m.next_deadline(&p, &base).is_none());
+        let later = secs(&base, 60);
+        assert!(m.tick(&p, &Deps::Ready, &later).is_empty());
+        assert!(m.observe(&p, Health::Down, &later).is_empty());
+        m.resume();
+        let fx = m.observe(&p, Health::Down, &later);
+        assert!(matches!(
+            fx.last(),
+            Some(Effect::Scheduled { attempt: 1, .. })
+        ));
     }
 }

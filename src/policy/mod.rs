@@ -129,6 +129,31 @@ pub struct Episode {
     pub healthy_since: Option<Timestamp>,
 }
 
+/// An operator's hand on a unit: while it lasts the unit is watched and reported, never
+/// restarted. Persisted with the episodes, so a restarted watchdog keeps its hands off too.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Hold {
+    /// `unitwarden pause`; `until: None` lasts until `resume`.
+    Paused {
+        since: Timestamp,
+        until: Option<Timestamp>,
+    },
+    /// Stopped by a stop job unitwarden did not issue (`systemctl stop`); lasts while it stays
+    /// stopped.
+    OperatorStop { since: Timestamp },
+}
+
+impl Hold {
+    /// When the hold ends by itself.
+    pub fn until(&self) -> Option<Timestamp> {
+        match self {
+            Hold::Paused { until, .. } => *until,
+            Hold::OperatorStop { .. } => None,
+        }
+    }
+}
+
 /// Whether a unit's dependencies allow an attempt now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Deps {
@@ -142,6 +167,10 @@ pub enum Deps {
 /// database that crashes at start must not have the app restarted against it). One that gave
 /// up, cannot be loaded or is deliberately stopped no longer blocks: it would block forever.
 pub fn holds_dependents(dep: &UnitMachine) -> bool {
+    if dep.is_suspended() {
+        // Paused or stopped by an operator: nobody is bringing it back.
+        return false;
+    }
     match dep.health() {
         Some(Health::Healthy) => dep.is_busy(),
         Some(Health::Down) => !dep.gave_up(),

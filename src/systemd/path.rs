@@ -51,7 +51,7 @@ impl fmt::Display for UnitPath {
 pub struct JobPath(String);
 
 impl JobPath {
-    pub(super) fn from_bus(path: &str) -> JobPath {
+    pub fn from_bus(path: &str) -> JobPath {
         JobPath(path.to_string())
     }
 

@@ -70,7 +70,28 @@ pub enum Signal {
     Reloaded,
     /// `org.freedesktop.systemd1` got a new owner (daemon-reexec, or a restarted user manager).
     ManagerRestarted,
+    /// A job was queued for a watched unit (by anyone: an operator, a dependency, us).
+    JobNew { name: UnitName, job: JobPath },
+    /// A job of a watched unit ended (ours also reach their attempts).
+    JobRemoved {
+        name: UnitName,
+        job: JobPath,
+        result: JobResult,
+    },
+    /// The manager is bringing the host (or, for a user manager, the session) down.
+    ShuttingDown,
 }
+
+/// Targets whose start means the manager is going down: nothing may be restarted any more.
+const SHUTDOWN_TARGETS: [&str; 7] = [
+    "shutdown.target",
+    "poweroff.target",
+    "reboot.target",
+    "halt.target",
+    "kexec.target",
+    "soft-reboot.target",
+    "exit.target",
+];
 
 /// The live signal streams of one connection.
 pub struct Signals {
@@ -117,7 +138,7 @@ impl Signals {
                 out = &mut call => return out,
                 m = next_item(&mut self.systemd) => match m {
                     Some(Ok(msg)) => {
-                        if let Some(Decoded::JobRemoved(job, result)) =
+                        if let Some(Decoded::JobRemoved(job, result, _)) =
                             decode(&msg, &nothing_watched, &|_: &UnitName| false)
                         {
                             self.jobs.removed(job, result);
@@ -147,8 +168,11 @@ impl Signals {
             let Ok(msg) = msg else { continue };
             match decode(&msg, router, &watched) {
                 Some(Decoded::Signal(sig)) => return Some(sig),
-                Some(Decoded::JobRemoved(job, result)) => {
+                Some(Decoded::JobRemoved(job, result, news)) => {
                     self.jobs.removed(job, result);
+                    if let Some(sig) = news {
+                        return Some(sig);
+                    }
                 }
                 None => {}
             }
@@ -162,7 +186,8 @@ async fn next_item<S: Stream + Unpin>(s: &mut S) -> Option<S::Item> {
 
 enum Decoded {
     Signal(Signal),
-    JobRemoved(JobPath, JobResult),
+    /// For the attempt that owns the job, and news if the unit is watched.
+    JobRemoved(JobPath, JobResult, Option<Signal>),
 }
 
 fn decode(
@@ -185,12 +210,31 @@ fn decode(
             (update != UnitUpdate::default()).then_some(Signal::Unit { name, update })?
         }
         "JobRemoved" => {
-            let (_id, job, _unit, result): (u32, OwnedObjectPath, String, String) =
+            let (_id, job, unit, result): (u32, OwnedObjectPath, String, String) =
                 body.deserialize().ok()?;
-            return Some(Decoded::JobRemoved(
-                JobPath::from_bus(job.as_str()),
-                JobResult::parse(&result),
-            ));
+            let job = JobPath::from_bus(job.as_str());
+            let result = JobResult::parse(&result);
+            let news = UnitName::parse(&unit)
+                .ok()
+                .filter(|n| watched(n))
+                .map(|name| Signal::JobRemoved {
+                    name,
+                    job: job.clone(),
+                    result: result.clone(),
+                });
+            return Some(Decoded::JobRemoved(job, result, news));
+        }
+        "JobNew" => {
+            let (_id, job, unit): (u32, OwnedObjectPath, String) = body.deserialize().ok()?;
+            if SHUTDOWN_TARGETS.contains(&unit.as_str()) {
+                Signal::ShuttingDown
+            } else {
+                let name = UnitName::parse(&unit).ok().filter(|n| watched(n))?;
+                Signal::JobNew {
+                    name,
+                    job: JobPath::from_bus(job.as_str()),
+                }
+            }
         }
         "UnitNew" => {
             let (name, _path): (String, OwnedObjectPath) = body.deserialize().ok()?;
