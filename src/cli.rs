@@ -6,9 +6,9 @@ use clap::Parser;
 
 use crate::alert::Alerts;
 pub use crate::args::{Cli, Cmd, EXIT_CONFIG, EXIT_DENIED, EXIT_NO_DAEMON};
+use crate::config::{self, Settings};
 use crate::control::protocol::Request;
 use crate::control::{client, render, server};
-use crate::config::{self, Settings};
 use crate::logging;
 use crate::monitor::{self, Command};
 

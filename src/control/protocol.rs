@@ -233,10 +233,7 @@ mod tests {
     #[test]
     fn requests_read_as_documented() {
         let table = [
-            (
-                r#"{"v":1,"cmd":"status"}"#,
-                Request::Status { unit: None },
-            ),
+            (r#"{"v":1,"cmd":"status"}"#, Request::Status { unit: None }),
             (
                 r#"{"v":1,"cmd":"pause","units":["nginx","celery@*"],"for_ms":1800000}"#,
                 Request::Pause {

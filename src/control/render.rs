@@ -75,7 +75,11 @@ pub fn table(r: &StatusReport, colour: Colour, tz: &TimeZone) -> String {
         Colour::Yes => format!("\x1b[1m{s}\x1b[0m"),
         Colour::No => s.to_string(),
     };
-    let titles_line = line(titles.map(|t| (t.to_string(), Paint::Plain)), &widths, Colour::No);
+    let titles_line = line(
+        titles.map(|t| (t.to_string(), Paint::Plain)),
+        &widths,
+        Colour::No,
+    );
     out.push_str(&bold(&titles_line));
     out.push('\n');
     for row in rows {
@@ -181,7 +185,11 @@ fn episode_paint(e: EpisodeState) -> Paint {
     }
 }
 
-fn line<const N: usize>(cells: [(String, Paint); N], widths: &[usize; N], colour: Colour) -> String {
+fn line<const N: usize>(
+    cells: [(String, Paint); N],
+    widths: &[usize; N],
+    colour: Colour,
+) -> String {
     let mut out = String::new();
     for (i, (cell, paint)) in cells.iter().enumerate() {
         let last = i + 1 == N;
@@ -312,7 +320,12 @@ mod tests {
             unit: name.into(),
             load: "loaded".into(),
             state: state.into(),
-            sub: if state == "active" { "running" } else { "failed" }.into(),
+            sub: if state == "active" {
+                "running"
+            } else {
+                "failed"
+            }
+            .into(),
             since: Some(at(-7300)),
             result: None,
             exec_status: None,

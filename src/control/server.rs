@@ -141,7 +141,12 @@ async fn serve_one(stream: UnixStream, access: Access, asks: &mpsc::Sender<Ask>)
     Ok(())
 }
 
-async fn answer(line: &[u8], peer_uid: Option<u32>, access: Access, asks: &mpsc::Sender<Ask>) -> Reply {
+async fn answer(
+    line: &[u8],
+    peer_uid: Option<u32>,
+    access: Access,
+    asks: &mpsc::Sender<Ask>,
+) -> Reply {
     let envelope: Envelope = match serde_json::from_slice(line) {
         Ok(e) => e,
         Err(e) => {

@@ -135,7 +135,10 @@ impl Engine {
                     let fx = w.machine.job_finished(&w.settings.policy, outcome, now);
                     self.apply(&name, fx, now);
                     // A stop queued while our job was out is decided on now.
-                    if self.units.get(&name).is_some_and(|w| w.foreign_job.is_some())
+                    if self
+                        .units
+                        .get(&name)
+                        .is_some_and(|w| w.foreign_job.is_some())
                         && let Some(obs) = self.units.get(&name).and_then(|w| w.obs.clone())
                     {
                         self.observe(&name, obs, now);
@@ -440,7 +443,9 @@ impl Engine {
             w.foreign_job = None;
             if health == Health::Down
                 && w.hold.is_none()
-                && w.obs.as_ref().is_some_and(|o| o.active == ActiveState::Inactive)
+                && w.obs
+                    .as_ref()
+                    .is_some_and(|o| o.active == ActiveState::Inactive)
             {
                 w.hold = Some(Hold::OperatorStop { since: now.wall });
                 w.machine.suspend();

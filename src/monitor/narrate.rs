@@ -362,7 +362,11 @@ pub enum Override {
 pub fn overridden(s: &Scene<'_>, what: &Override, tz: &jiff::tz::TimeZone) -> Told {
     let name = s.unit;
     let until = |u: &Option<Timestamp>| match u {
-        Some(t) => format!("until {}", t.to_zoned_datetime(tz.clone()).strftime("%Y-%m-%d %H:%M:%S %Z")),
+        Some(t) => format!(
+            "until {}",
+            t.to_zoned_datetime(tz.clone())
+                .strftime("%Y-%m-%d %H:%M:%S %Z")
+        ),
         None => "until `unitwarden resume`".to_string(),
     };
     let mut line = Line::info(String::new()).unit(name);
@@ -419,10 +423,7 @@ pub fn overridden(s: &Scene<'_>, what: &Override, tz: &jiff::tz::TimeZone) -> To
                 EventKind::Operator,
                 "retry asked by an operator: a fresh episode starts now".into(),
                 format!("{name}: retry asked by an operator, a fresh episode starts now"),
-                format!(
-                    "up to {} restart attempts from now",
-                    s.policy.max_attempts
-                ),
+                format!("up to {} restart attempts from now", s.policy.max_attempts),
             )
         }
         Override::DownWhilePaused { until: u } => {

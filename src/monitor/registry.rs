@@ -32,9 +32,9 @@ pub struct Watched {
     pub foreign_job: Option<JobPath>,
     /// When the unit was first seen in its current active state.
     pub since: Option<Timestamp>,
-    // Boxed and empty until something happens: most units never have news.
-    /// The unit's last lines, newest last, for `status UNIT`.
-    pub recent: Option<Box<VecDeque<Recent>>>,
+    /// The unit's last lines, newest last, for `status UNIT`. Allocated with the first line:
+    /// most units never have news.
+    pub recent: VecDeque<Recent>,
 }
 
 /// One line of a unit's recent history.
@@ -48,16 +48,15 @@ pub struct Recent {
 
 impl Watched {
     pub fn remember(&mut self, r: Recent) {
-        let recent = self.recent.get_or_insert_with(Default::default);
-        if recent.len() == RECENT {
-            recent.pop_front();
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
         }
-        recent.push_back(r);
+        self.recent.push_back(r);
     }
 
     /// The latest line that was an action.
     pub fn last_action(&self) -> Option<&Recent> {
-        self.recent.as_ref()?.iter().rev().find(|r| r.action.is_some())
+        self.recent.iter().rev().find(|r| r.action.is_some())
     }
 }
 
@@ -103,7 +102,7 @@ impl Registry {
                 hold: None,
                 foreign_job: None,
                 since: None,
-                recent: None,
+                recent: VecDeque::new(),
             }),
         );
         true

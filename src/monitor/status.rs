@@ -26,11 +26,24 @@ pub fn status_line(units: &Registry, schedule: &Schedule<'_>) -> String {
     let mut down = Vec::new();
     let mut systemd = 0;
     let mut missing = Vec::new();
+    let mut paused = Vec::new();
+    let mut stopped = Vec::new();
     for (name, w) in units.iter() {
         let short = name
             .as_str()
             .strip_suffix(".service")
             .unwrap_or(name.as_str());
+        match w.hold {
+            Some(crate::policy::Hold::Paused { .. }) => {
+                paused.push(short.to_string());
+                continue;
+            }
+            Some(crate::policy::Hold::OperatorStop { .. }) => {
+                stopped.push(short.to_string());
+                continue;
+            }
+            None => {}
+        }
         if let Some(k) = w.machine.current_attempt() {
             restarting.push(format!("{short} {k}/{}", w.settings.policy.max_attempts));
             continue;
@@ -53,6 +66,8 @@ pub fn status_line(units: &Registry, schedule: &Schedule<'_>) -> String {
     listed("restarting", &restarting);
     listed("down", &down);
     listed("gave up", &gave_up);
+    listed("paused", &paused);
+    listed("stopped by operator", &stopped);
     if systemd > 0 {
         parts.push(format!("{systemd} left to systemd"));
     }

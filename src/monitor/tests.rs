@@ -57,6 +57,8 @@ struct Sim {
     lines: Vec<Line>,
     alerts: Vec<Event>,
     persisted: Vec<BTreeMap<UnitName, Episode>>,
+    /// The last state written, holds included.
+    saved: Saved,
     polls: Vec<Duration>,
 }
 
@@ -88,16 +90,20 @@ impl Sim {
         saved: BTreeMap<UnitName, Episode>,
         mode: Mode,
     ) -> Sim {
+        let saved = Saved {
+            episodes: saved,
+            holds: BTreeMap::new(),
+        };
+        Sim::with_saved(config, units, saved, mode)
+    }
+
+    fn with_saved(config: &str, units: &[(&str, ActiveState)], saved: Saved, mode: Mode) -> Sim {
         let settings = config::parse(Path::new("/sim.toml"), config).expect("valid config");
         let at0 = Instant::now();
         let wall0 = Timestamp::from_second(MONDAY_7AM).unwrap();
         let now = Now {
             at: at0,
             wall: wall0,
-        };
-        let saved = Saved {
-            episodes: saved,
-            holds: BTreeMap::new(),
         };
         let (engine, actions) = Engine::new(settings, saved, mode, 42, &now);
         let mut sim = Sim {
@@ -115,6 +121,7 @@ impl Sim {
             lines: Vec::new(),
             alerts: Vec::new(),
             persisted: Vec::new(),
+            saved: Saved::default(),
             polls: Vec::new(),
         };
         sim.carry(actions);
@@ -176,7 +183,10 @@ impl Sim {
                     self.carry(more);
                 }
                 Action::Restart { unit, .. } => self.restart(unit),
-                Action::Persist(saved) => self.persisted.push(saved.episodes),
+                Action::Persist(saved) => {
+                    self.persisted.push(saved.episodes.clone());
+                    self.saved = saved;
+                }
                 Action::Log(line) => self.lines.push(*line),
                 Action::Alert(ev) => self.alerts.push(*ev),
                 Action::Subscribe | Action::Follow(..) | Action::Unwatch(_) | Action::Ready => {}
@@ -329,6 +339,9 @@ impl Sim {
         self.alerts.iter().filter(|e| e.kind == kind).collect()
     }
 }
+
+#[cfg(test)]
+mod operator;
 
 fn sub_of(a: ActiveState) -> &'static str {
     match a {
@@ -490,9 +503,9 @@ async fn each_attempt_is_on_disk_before_it_is_made() {
         tokio::time::sleep_until(sim.engine.wake_at(&now)).await;
         sim.engine.handle(Input::Timer, &sim.now())
     };
-    let persist = actions
-        .iter()
-        .position(|a| matches!(a, Action::Persist(saved) if saved.episodes.values().any(|e| e.attempts == 1)));
+    let persist = actions.iter().position(
+        |a| matches!(a, Action::Persist(saved) if saved.episodes.values().any(|e| e.attempts == 1)),
+    );
     let restart = actions
         .iter()
         .position(|a| matches!(a, Action::Restart { .. }));

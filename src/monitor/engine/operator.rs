@@ -224,7 +224,7 @@ impl Engine {
             last_action: w.last_action().map(recent),
             next_check: wall_of(now, next),
             recent: if detail {
-                w.recent.iter().flat_map(|r| r.iter()).map(recent).collect()
+                w.recent.iter().map(recent).collect()
             } else {
                 Vec::new()
             },
