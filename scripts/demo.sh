@@ -238,6 +238,7 @@ bus = "user"
 interval = "30s"
 log_dir = "$DEMO_DIR/log"
 state_dir = "$DEMO_DIR/state"
+control_socket = "$DEMO_DIR/control.sock"   # unitwarden status --config $DEMO_DIR/unitwarden.toml
 
 [restart]
 backoff_initial = "1s"      # first attempt 1s after the unit is seen down

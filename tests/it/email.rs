@@ -302,11 +302,13 @@ fn daemon_config(mgr: &Manager, smtp_port: u16, extra: &str, email_extra: &str) 
     fs::write(
         &path,
         format!(
-            "[daemon]\nbus = \"user\"\nlog_dir = \"{log}\"\nstate_dir = \"{state}\"\n{extra}\n\
+            "[daemon]\nbus = \"user\"\nlog_dir = \"{log}\"\nstate_dir = \"{state}\"\n\
+             control_socket = \"{sock}\"\n{extra}\n\
              [email]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {smtp_port}\ntls = \"none\"\n\
              to = [\"ops@example.com\"]\nfrom = \"unitwarden@example.com\"\njournal_lines = 5\n{email_extra}",
             log = dir.join("log").display(),
             state = dir.join("state").display(),
+            sock = dir.join("control.sock").display(),
         ),
     )
     .unwrap();

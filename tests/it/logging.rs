@@ -21,9 +21,10 @@ fn under_the_journal_stderr_lines_carry_a_priority_and_no_timestamp() {
     fs::write(
         &cfg,
         format!(
-            "[daemon]\nbus = \"user\"\nlog_dir = \"{log}\"\nstate_dir = \"{state}\"\n",
+            "[daemon]\nbus = \"user\"\nlog_dir = \"{log}\"\nstate_dir = \"{state}\"\ncontrol_socket = \"{sock}\"\n",
             log = dir.path().join("log").display(),
             state = dir.path().join("state").display(),
+            sock = dir.path().join("control.sock").display(),
         ),
     )
     .unwrap();

@@ -6,6 +6,7 @@
 mod smtp;
 mod support;
 
+mod control;
 mod deb;
 mod email;
 mod harness_selftest;

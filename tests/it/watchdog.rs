@@ -14,9 +14,10 @@ fn write_config(mgr: &Manager, extra: &str) -> PathBuf {
     let dir = mgr.work_dir();
     let path = dir.join("unitwarden.toml");
     let text = format!(
-        "[daemon]\nbus = \"user\"\nlog_dir = \"{log}\"\nstate_dir = \"{state}\"\n{extra}",
+        "[daemon]\nbus = \"user\"\nlog_dir = \"{log}\"\nstate_dir = \"{state}\"\ncontrol_socket = \"{sock}\"\n{extra}",
         log = dir.join("log").display(),
         state = dir.join("state").display(),
+        sock = dir.join("control.sock").display(),
     );
     fs::write(&path, text).unwrap();
     path
@@ -546,8 +547,9 @@ fn unwritable_log_dir_is_reported_and_the_daemon_keeps_running() {
     fs::write(
         &cfg,
         format!(
-            "[daemon]\nbus = \"user\"\nlog_dir = \"{}/logs\"\nstate_dir = \"{}/state\"\n{FAST}[[unit]]\nname = \"svc\"\n",
+            "[daemon]\nbus = \"user\"\nlog_dir = \"{}/logs\"\nstate_dir = \"{}/state\"\ncontrol_socket = \"{}/control.sock\"\n{FAST}[[unit]]\nname = \"svc\"\n",
             blocker.display(),
+            mgr.work_dir().display(),
             mgr.work_dir().display()
         ),
     )
