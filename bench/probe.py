@@ -732,10 +732,29 @@ def segments(rs):
     return det, dec, rest
 
 
+def cmd_status(a):
+    """Times `unitwarden status` (the table, and --json) against a running daemon."""
+    res = {}
+    for label, extra in (("table", []), ("json", ["--json"])):
+        times, size = [], 0
+        for _ in range(a.runs):
+            t0 = time.perf_counter()
+            out = subprocess.run([a.bin, "--config", a.config, "status"] + extra,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+            times.append((time.perf_counter() - t0) * 1000.0)
+            if out.returncode != 0:
+                sys.exit("unitwarden status %s failed (%d): %s"
+                         % (" ".join(extra), out.returncode, out.stderr.decode(errors="replace")))
+            size = len(out.stdout)
+        res[label] = {"ms": times, "bytes": size}
+    with open(a.out, "w") as f:
+        json.dump(res, f)
+
+
 def cmd_report(a):
     with open(a.header) as f:
         out = [f.read().rstrip("\n"), ""]
-    lat, idle, scale, setup, churn = {}, {}, [], [], {}
+    lat, idle, scale, setup, churn, status = {}, {}, [], [], {}, []
     for line in open(a.results):
         rec = json.loads(line)
         if rec["type"] == "latency":
@@ -748,6 +767,8 @@ def cmd_report(a):
             setup.append(rec)
         elif rec["type"] == "churn":
             churn[rec["name"]] = rec["data"]
+        elif rec["type"] == "status":
+            status.append(rec)
     active = lambda rec: [r["active_ms"] for r in rec["data"]["results"] if r["active_ms"] is not None]
 
     # --- restart latency
@@ -950,6 +971,19 @@ def cmd_report(a):
             notes.append("   scale setup: %d instances running (%s) in %.1f s"
                          % (rec["units"], rec["action"], rec["seconds"]))
 
+    # --- status
+    if status:
+        out.append("")
+        out.append("unitwarden status against the running daemon (the CLI process included)")
+        srow = "%-36s %10s %10s %10s"
+        out.append(srow % ("", "median", "max", "output"))
+        for rec in status:
+            for label in ("table", "json"):
+                d = rec["data"][label]
+                out.append(srow % ("   %s units, %s" % (rec["name"], "status --json" if label == "json" else "status"),
+                                   fmt_ms(statistics.median(d["ms"])), fmt_ms(max(d["ms"])),
+                                   "%.0f KiB" % (d["bytes"] / 1024.0)))
+
     # --- goals
     out.append("")
     out.append("unitwarden goals:")
@@ -1060,11 +1094,17 @@ def main():
     c.add_argument("--watcher-pid", type=int)
     c.add_argument("--drain", type=float, default=1.0, help="seconds to let signals drain")
     c.add_argument("--out", required=True)
+    st = sub.add_parser("status")
+    st.add_argument("--bin", required=True)
+    st.add_argument("--config", required=True)
+    st.add_argument("--runs", type=int, default=20)
+    st.add_argument("--out", required=True)
     r = sub.add_parser("report")
     r.add_argument("--results", required=True)
     r.add_argument("--header", required=True)
     a = p.parse_args()
-    {"latency": cmd_latency, "floor": cmd_floor, "idle": cmd_idle, "churn": cmd_churn, "report": cmd_report}[a.cmd](a)
+    {"latency": cmd_latency, "floor": cmd_floor, "idle": cmd_idle, "churn": cmd_churn, "status": cmd_status,
+     "report": cmd_report}[a.cmd](a)
 
 
 if __name__ == "__main__":

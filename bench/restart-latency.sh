@@ -401,6 +401,11 @@ scale_phase() {  # scale_phase N MODE(names|glob) BASE_JSON
         --calls-per-poll "$calls" --out "$B/$w.json"
     record scale "$n-$mode" "$B/$w.json" \
         "{\"mode\": \"$mode\", \"interval\": \"$SCALE_INTERVAL\", \"ready_us\": $ready_us, \"base\": $base}"
+    if [ "$mode" = names ]; then
+        say "scale: $n units, unitwarden status"
+        python3 "$PROBE" status --bin "$BENCH_BIN" --config "$B/$w/unitwarden.toml" --out "$B/$w-status.json"
+        record status "$n" "$B/$w-status.json"
+    fi
     if [ "$n" = "$SCALE_MAX" ] && [ "$mode" = names ]; then
         say "scale: $n units, churn with unitwarden subscribed"
         churn "$mode" --watcher-pid "$(mainpid "watch-$w.service")"

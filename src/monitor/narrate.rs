@@ -232,18 +232,20 @@ fn tell(s: &Scene<'_>, effect: &Effect) -> Vec<Told> {
             let (message, next) = match s.policy.give_up_cooldown {
                 Some(c) => (
                     format!(
-                        "giving up: no more restarts until give_up_cooldown ({}) passes",
+                        "giving up: no more restarts until give_up_cooldown ({}) passes or `unitwarden retry {name}`",
                         format_duration(c)
                     ),
                     format!(
-                        "no more restarts; a new episode starts in {} if it is still down",
+                        "no more restarts; a new episode starts in {} if it is still down, or now with `unitwarden retry {name}`",
                         format_duration(c)
                     ),
                 ),
                 None => (
-                    "giving up: no more restarts (give_up_cooldown = \"never\")".to_string(),
                     format!(
-                        "no more restarts until someone starts it by hand (systemctl start {name})"
+                        "giving up: no more restarts (give_up_cooldown = \"never\") until `unitwarden retry {name}`"
+                    ),
+                    format!(
+                        "no more restarts until `unitwarden retry {name}` or someone starts it by hand (systemctl start {name})"
                     ),
                 ),
             };
@@ -689,9 +691,17 @@ mod tests {
             "{}",
             ev.next
         );
-        for t in &told {
-            assert!(!t.line.message.contains("unitwarden retry"));
-            assert!(!ev.next.contains("unitwarden retry"));
-        }
+        // The way out is named, and it exists (`unitwarden retry`).
+        assert!(
+            told[0]
+                .line
+                .message
+                .contains("`unitwarden retry web.service`")
+        );
+        assert!(
+            ev.next.contains("`unitwarden retry web.service`"),
+            "{}",
+            ev.next
+        );
     }
 }
