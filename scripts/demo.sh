@@ -107,6 +107,26 @@ inner() {
     heading "status after the restart"
     say "  $(status_line)"
 
+    heading "systemctl --user stop celery   (an operator's stop: respected, reported once)"
+    sc stop celery || fail "could not stop celery"
+    t0=$(now_ms)
+    until grep -q 'unit=celery.service.*action=operator_stop' "$LOG" 2>/dev/null; do
+        [ $(( $(now_ms) - t0 )) -gt $(( RESTART_DEADLINE * 1000 )) ] &&
+            fail "unitwarden did not log the operator's stop of celery within ${RESTART_DEADLINE}s"
+        sleep 0.1
+    done
+    grep 'unit=celery.service.*action=operator_stop' "$LOG" | sed 's/^/  /'
+
+    heading "unitwarden pause nginx --for 30m   (maintenance: watched, not restarted)"
+    "$BIN" pause nginx --for 30m --config "$CONFIG" | sed 's/^/  /' || fail "unitwarden pause failed"
+
+    heading "unitwarden status"
+    "$BIN" status --config "$CONFIG" | sed 's/^/  /' || fail "unitwarden status failed"
+
+    heading "unitwarden resume nginx; systemctl --user start celery"
+    "$BIN" resume nginx --config "$CONFIG" | sed 's/^/  /' || fail "unitwarden resume failed"
+    sc start celery || fail "could not start celery"
+
     heading "unitwarden windows --next 2"
     "$BIN" windows --next 2 --config "$CONFIG" | sed 's/^/  /' || fail "unitwarden windows failed"
 

@@ -87,15 +87,23 @@ pub fn table(r: &StatusReport, colour: Colour, tz: &TimeZone) -> String {
         out.push('\n');
     }
     let n = r.units.len();
-    let down = r
-        .units
+    let mut counts: Vec<(EpisodeState, usize)> = Vec::new();
+    for u in &r.units {
+        match counts.iter_mut().find(|(e, _)| *e == u.episode) {
+            Some((_, k)) => *k += 1,
+            None => counts.push((u.episode, 1)),
+        }
+    }
+    counts.sort_by_key(|(e, _)| *e as u8);
+    let parts: Vec<String> = counts
         .iter()
-        .filter(|u| !matches!(u.episode, EpisodeState::Healthy | EpisodeState::Stopped))
-        .count();
+        .map(|(e, k)| format!("{k} {}", e.as_str()))
+        .collect();
     let _ = writeln!(
         out,
-        "\n{n} unit{} watched, {down} not healthy.",
-        if n == 1 { "" } else { "s" }
+        "\n{n} unit{}: {}.",
+        if n == 1 { "" } else { "s" },
+        parts.join(", ")
     );
     out
 }

@@ -343,6 +343,13 @@ fn tell(s: &Scene<'_>, effect: &Effect) -> Vec<Told> {
     }
 }
 
+/// `2026-11-30 08:30:00 +03`: a time in the host's zone, for lines and replies.
+pub fn local(t: Timestamp, tz: &jiff::tz::TimeZone) -> String {
+    t.to_zoned_datetime(tz.clone())
+        .strftime("%Y-%m-%d %H:%M:%S %Z")
+        .to_string()
+}
+
 /// What an operator did to a unit, or what happened to it under an operator's hold.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Override {

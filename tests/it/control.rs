@@ -448,3 +448,73 @@ fn the_table_has_colour_in_a_terminal_and_none_through_a_pipe() {
     assert!(out.status.success(), "{tty}");
     assert!(tty.contains("\x1b[32mactive\x1b[0m"), "{tty:?}");
 }
+
+#[test]
+fn the_group_may_read_status_and_only_root_may_change_anything() {
+    let (mgr, _, _d) = watching(&["web"], FAST);
+    // A directory every user can reach, with the binary and a readable config: the unprivileged
+    // client must get as far as the socket.
+    let dir = tempfile::Builder::new()
+        .prefix("unitwarden-perm-")
+        .tempdir_in("/run")
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("unitwarden");
+    fs::copy(unitwarden_command(None).get_program(), &bin).unwrap();
+    let cfg = dir.path().join("unitwarden.toml");
+    let sock = dir.path().join("control.sock");
+    fs::write(
+        &cfg,
+        format!(
+            "[daemon]\nbus = \"user\"\nlog_dir = \"{d}/log\"\nstate_dir = \"{d}/state\"\ncontrol_socket = \"{s}\"\n{FAST}[[unit]]\nname = \"web\"\n",
+            d = mgr.work_dir().display(),
+            s = sock.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&cfg, fs::Permissions::from_mode(0o644)).unwrap();
+    let d = Daemon::spawn(&mgr, &cfg, &["run"]);
+    d.wait_for_notify("READY=1", T, |m| m.contains("READY=1"));
+    let mode = fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    // `nobody` outside the socket's group cannot open it.
+    let as_nobody = |group: &str, args: &[&str]| {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid=nobody",
+            &format!("--regid={group}"),
+            "--clear-groups",
+            "--",
+        ])
+        .arg(&bin)
+        .args(["--config", cfg.to_str().unwrap()])
+        .args(args);
+        run_to_completion(cmd, T)
+    };
+    let out = as_nobody("nogroup", &["status"]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"));
+    // In the socket's group (as `adm` under the shipped unit): status yes, changes no.
+    let group = nix::unistd::Group::from_name("nogroup").unwrap().unwrap();
+    std::os::unix::fs::chown(&sock, None, Some(group.gid.as_raw())).unwrap();
+    let out = as_nobody("nogroup", &["status"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("web.service"));
+    let out = as_nobody("nogroup", &["pause", "web"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("pause, resume and retry need root or the user unitwarden runs as")
+    );
+    assert_eq!(count(&d, &["action=pause"]), 0);
+}

@@ -13,7 +13,7 @@ use crate::config;
 use crate::control::protocol::{
     EpisodeState, RecentReport, Reply, Request, SCHEMA, StatusReport, UnitReport,
 };
-use crate::monitor::narrate::Override;
+use crate::monitor::narrate::{self, Override};
 use crate::monitor::protocol::Action;
 use crate::monitor::registry::{Recent, Watched};
 use crate::policy::{Health, Hold};
@@ -118,7 +118,7 @@ impl Engine {
         self.dirty = true;
         self.tell_override(name, Override::Paused { until }, now);
         Ok(match until {
-            Some(t) => format!("paused {name} until {t}"),
+            Some(t) => format!("paused {name} until {}", narrate::local(t, &self.tz)),
             None => format!("paused {name} until `unitwarden resume`"),
         })
     }
