@@ -220,6 +220,10 @@ fn event_fields(out: &mut String, e: &Event) {
         }
         field(out, "Result", e.result.as_deref().unwrap_or(""));
         field(out, "Exit", e.exec_status.as_deref().unwrap_or(""));
+        if let Some(d) = &e.diagnosis {
+            field(out, "Meaning", &d.meaning);
+            field(out, "Check", &d.check);
+        }
         field(
             out,
             "NRestarts",
@@ -458,6 +462,12 @@ mod tests {
         let mut e = with_attempt(ev(EventKind::GaveUp, Some("gunicorn")), 3, 3);
         e.result = Some("exit-code".into());
         e.exec_status = Some("code=exited, status=3".into());
+        e.diagnosis = crate::diagnosis::diagnose(
+            &unit("gunicorn"),
+            Some(&crate::unit::ServiceResult::ExitCode),
+            Some((1, 3)),
+            None,
+        );
         e.n_restarts = Some(0);
         e.window = Some("monday-morning".into());
         e.next = "no more restarts".into();
@@ -498,6 +508,8 @@ mod tests {
             "Attempt:   3/3",
             "Result:    exit-code",
             "Exit:      code=exited, status=3",
+            "Meaning:   exited with status 3; by convention NOTIMPLEMENTED, unimplemented feature",
+            "Check:     the program's last log lines: journalctl -u gunicorn.service",
             "NRestarts: 0",
             "Window:    monday-morning",
             "Next:      no more restarts",
