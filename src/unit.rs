@@ -460,7 +460,8 @@ impl Observation {
         }
     }
 
-    /// `code=exited, status=3` or `code=killed, status=9/KILL`, as `systemctl status` words it.
+    /// `code=exited, status=203/EXEC` or `code=killed, status=9/KILL`, as `systemctl status`
+    /// words it.
     pub fn exec_status(&self) -> Option<String> {
         let (code, status) = self.exec_main?;
         let code_name = match code {
@@ -470,7 +471,10 @@ impl Observation {
             _ => return None,
         };
         if code == 1 {
-            return Some(format!("code={code_name}, status={status}"));
+            return Some(match crate::diagnosis::exit_name(status) {
+                Some(name) => format!("code={code_name}, status={status}/{name}"),
+                None => format!("code={code_name}, status={status}"),
+            });
         }
         let sig = nix::sys::signal::Signal::try_from(status)
             .map(|s| s.as_str().trim_start_matches("SIG").to_string())
@@ -530,6 +534,8 @@ mod tests {
         assert_eq!(o.exec_status().unwrap(), "code=killed, status=9/KILL");
         o.exec_main = Some((1, 3));
         assert_eq!(o.exec_status().unwrap(), "code=exited, status=3");
+        o.exec_main = Some((1, 203));
+        assert_eq!(o.exec_status().unwrap(), "code=exited, status=203/EXEC");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::diagnosis::Diagnosis;
 use crate::unit::UnitName;
 
 /// One thing worth telling the people on call.
@@ -21,6 +22,10 @@ pub struct Event {
     pub result: Option<String>,
     /// The main process's end, e.g. `code=killed, status=9/KILL`.
     pub exec_status: Option<String>,
+    /// What the `Result=` and the exit mean and what to check, for events about a failure.
+    /// Defaults so that events persisted before it existed still load.
+    #[serde(default)]
+    pub diagnosis: Option<Diagnosis>,
     pub n_restarts: Option<u32>,
     /// Names of the critical windows active at the time.
     pub window: Option<String>,
@@ -47,6 +52,7 @@ impl Event {
             attempt: None,
             result: None,
             exec_status: None,
+            diagnosis: None,
             n_restarts: None,
             window: None,
             detail: detail.into(),
@@ -120,3 +126,22 @@ pub const ALL_EVENTS: [EventKind; 15] = [
     EventKind::Started,
     EventKind::Stopping,
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_persisted_before_the_diagnosis_existed_still_load() {
+        let ev = Event::new(
+            EventKind::Down,
+            Some(UnitName::parse("web").unwrap()),
+            Timestamp::from_second(1_800_000_000).unwrap(),
+            "web.service is down",
+        );
+        let mut json = serde_json::to_value(&ev).unwrap();
+        json.as_object_mut().unwrap().remove("diagnosis").unwrap();
+        let back: Event = serde_json::from_value(json).unwrap();
+        assert_eq!(back, ev);
+    }
+}

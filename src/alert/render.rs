@@ -1,6 +1,8 @@
 //! Subject and plain-text body of an alert email, from a [`Draft`]. Pure: the time zone, host
-//! and journal excerpts are arguments. Written for a phone screen: short `Key: value` lines, one
-//! block per event, ASCII where we choose the characters.
+//! and journal excerpts are arguments. Written for a phone screen: an email about several units
+//! opens with a table of one row per unit, then short `Key: value` lines, one block per event,
+//! for at most [`DETAILED_UNITS`] units, so a storm over hundreds of units still reads from the
+//! top. ASCII where we choose the characters.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -15,6 +17,20 @@ use crate::unit::UnitName;
 
 /// Subjects longer than this (after the prefix) list fewer units and say how many more.
 const SUBJECT_MAX: usize = 100;
+/// An email tells this many units in full (each event's block and the journal lines); the
+/// rest of a larger batch get their row in the summary table only. Ten units of two or three
+/// events and 20 journal lines each stay within a few hundred lines, while a hundred would be
+/// thousands that nobody reads on call.
+pub const DETAILED_UNITS: usize = 10;
+/// Rows of the summary table, one per unit; a batch over more units ends it with a count.
+pub const SUMMARY_ROWS: usize = 200;
+/// Lines of the list of suppressed events; the rest is counted.
+const SUPPRESSED_ROWS: usize = 20;
+/// The summary's NEXT column keeps this many characters of the plan.
+const NEXT_MAX: usize = 60;
+/// Widest UNIT and RESULT cells that still pull the other rows' columns along.
+const UNIT_WIDTH_MAX: usize = 32;
+const RESULT_WIDTH_MAX: usize = 28;
 
 /// What the journal said about one unit.
 #[derive(Clone, Debug, PartialEq)]
@@ -226,6 +242,10 @@ fn event_fields(out: &mut String, e: &Event) {
         }
         field(out, "Result", e.result.as_deref().unwrap_or(""));
         field(out, "Exit", e.exec_status.as_deref().unwrap_or(""));
+        if let Some(d) = &e.diagnosis {
+            field(out, "Meaning", &d.meaning);
+            field(out, "Check", &d.check);
+        }
         field(
             out,
             "NRestarts",
@@ -313,7 +333,7 @@ fn suppressed(out: &mut String, s: &[Suppressed], ctx: &Context<'_>) {
         if total == 1 { "" } else { "s" },
         humantime::format_duration(ctx.min_interval)
     );
-    for x in s {
+    for x in s.iter().take(SUPPRESSED_ROWS) {
         let _ = writeln!(
             out,
             "  {} x {} {}",
@@ -322,8 +342,109 @@ fn suppressed(out: &mut String, s: &[Suppressed], ctx: &Context<'_>) {
             x.unit.as_ref().map_or("(unitwarden)", |u| u.as_str())
         );
     }
+    if s.len() > SUPPRESSED_ROWS {
+        let _ = writeln!(out, "  ... and {} more", s.len() - SUPPRESSED_ROWS);
+    }
 }
 
+/// Each unit of the email with its latest item (the current news about it), most urgent first
+/// and otherwise in the order they appeared.
+fn ranked(d: &Draft) -> Vec<(&UnitName, &Item)> {
+    let mut index: BTreeMap<&UnitName, usize> = BTreeMap::new();
+    let mut latest: Vec<(&UnitName, &Item)> = Vec::new();
+    for item in &d.items {
+        let Some(u) = item.unit() else { continue };
+        match index.get(u) {
+            Some(&i) => latest[i].1 = item,
+            None => {
+                index.insert(u, latest.len());
+                latest.push((u, item));
+            }
+        }
+    }
+    // Stable: equal urgency keeps the order of appearance.
+    latest.sort_by_key(|(_, item)| group(item).0);
+    latest
+}
+
+/// The units whose events and journal lines the body tells in full, in the body's order.
+pub fn detailed(d: &Draft) -> Vec<&UnitName> {
+    ranked(d)
+        .into_iter()
+        .take(DETAILED_UNITS)
+        .map(|(u, _)| u)
+        .collect()
+}
+
+/// The plan's first clause, cut to `NEXT_MAX` characters: enough to tell "restart attempt 2/3
+/// in 10s" from "no more restarts".
+fn next_brief(next: &str) -> String {
+    let first = next.split("; ").next().unwrap_or_default();
+    if first.chars().count() <= NEXT_MAX {
+        return first.to_string();
+    }
+    let cut: String = first.chars().take(NEXT_MAX - 3).collect();
+    format!("{}...", cut.trim_end())
+}
+
+/// One summary row: unit, what happened, attempt, result, next.
+fn row(unit: &UnitName, item: &Item) -> [String; 5] {
+    let e = match item {
+        Item::Event(e) => e,
+        Item::Reminder { gave_up, .. } => gave_up,
+    };
+    let result = match (&e.diagnosis, &e.result) {
+        (Some(d), _) => d.label.clone(),
+        (None, Some(r)) => r.clone(),
+        (None, None) => "-".into(),
+    };
+    let next = next_brief(&e.next);
+    [
+        short(unit).to_string(),
+        group(item).1.to_string(),
+        e.attempt.map_or("-".into(), |(k, n)| format!("{k}/{n}")),
+        result,
+        if next.is_empty() { "-".into() } else { next },
+    ]
+}
+
+/// The table that opens an email about several units, aligned like `systemctl list-units`.
+fn summary_table(out: &mut String, ranked: &[(&UnitName, &Item)]) {
+    let header = ["UNIT", "EVENT", "ATTEMPT", "RESULT", "NEXT"].map(String::from);
+    let rows: Vec<[String; 5]> = ranked
+        .iter()
+        .take(SUMMARY_ROWS)
+        .map(|(u, item)| row(u, item))
+        .collect();
+    let caps = [UNIT_WIDTH_MAX, usize::MAX, usize::MAX, RESULT_WIDTH_MAX];
+    let mut width = [0usize; 4];
+    for r in std::iter::once(&header).chain(&rows) {
+        for (i, w) in width.iter_mut().enumerate() {
+            *w = (*w).max(r[i].len().min(caps[i]));
+        }
+    }
+    out.push('\n');
+    for r in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, w) in width.iter().enumerate() {
+            let _ = write!(line, "{:<w$}  ", r[i]);
+        }
+        line.push_str(&r[4]);
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    if ranked.len() > rows.len() {
+        let _ = writeln!(
+            out,
+            "... and {} more units: unitwarden's log has them all",
+            ranked.len() - rows.len()
+        );
+    }
+}
+
+/// Layout: the summary line and host; for several units, a table with one row per unit; then,
+/// per unit (at most `DETAILED_UNITS`, most urgent first), each event's block and the journal
+/// excerpt; a line counting the units left out; the events about unitwarden itself; the
+/// suppressed repeats.
 pub fn body(d: &Draft, ctx: &Context<'_>) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}", summary(d));
@@ -331,12 +452,30 @@ pub fn body(d: &Draft, ctx: &Context<'_>) -> String {
     if d.items.len() > 1 {
         let _ = writeln!(out, "Events: {}", d.items.len());
     }
-    for unit in d.units() {
-        for item in d.items.iter().filter(|i| i.unit() == Some(unit)) {
+    let ranked = ranked(d);
+    if ranked.len() > 1 {
+        summary_table(&mut out, &ranked);
+    }
+    for (unit, _) in ranked.iter().take(DETAILED_UNITS) {
+        for item in d.items.iter().filter(|i| i.unit() == Some(*unit)) {
             out.push('\n');
             block(&mut out, item, ctx);
         }
         journal(&mut out, unit, ctx);
+    }
+    if ranked.len() > DETAILED_UNITS {
+        let left: Vec<&UnitName> = ranked[DETAILED_UNITS..].iter().map(|(u, _)| *u).collect();
+        let events = d
+            .items
+            .iter()
+            .filter(|i| i.unit().is_some_and(|u| left.contains(&u)))
+            .count();
+        let _ = writeln!(
+            out,
+            "\nNot detailed here: {} more units ({events} events); the table above has each one's \
+             latest event.\nunitwarden's log has every event, and journalctl -u UNIT a unit's own lines.",
+            left.len()
+        );
     }
     for item in d.items.iter().filter(|i| i.unit().is_none()) {
         out.push('\n');
@@ -464,6 +603,12 @@ mod tests {
         let mut e = with_attempt(ev(EventKind::GaveUp, Some("gunicorn")), 3, 3);
         e.result = Some("exit-code".into());
         e.exec_status = Some("code=exited, status=3".into());
+        e.diagnosis = crate::diagnosis::diagnose(
+            &unit("gunicorn"),
+            Some(&crate::unit::ServiceResult::ExitCode),
+            Some((1, 3)),
+            None,
+        );
         e.n_restarts = Some(0);
         e.window = Some("monday-morning".into());
         e.next = "no more restarts".into();
@@ -504,6 +649,8 @@ mod tests {
             "Attempt:   3/3",
             "Result:    exit-code",
             "Exit:      code=exited, status=3",
+            "Meaning:   exited with status 3; by convention NOTIMPLEMENTED, unimplemented feature",
+            "Check:     the program's last log lines: journalctl -u gunicorn.service",
             "NRestarts: 0",
             "Window:    monday-morning",
             "Next:      no more restarts",
@@ -516,6 +663,7 @@ mod tests {
         }
         assert!(body.is_ascii());
         assert!(body.lines().all(|l| l.len() < 160), "{body}");
+        assert!(!body.contains("UNIT "), "one unit needs no table: {body}");
     }
 
     #[test]
@@ -549,5 +697,231 @@ mod tests {
         );
         let b = body(&draft(vec![item(2)]), &ctx);
         assert!(b.contains("this is the last reminder"), "{b}");
+    }
+
+    fn context<'a>(tz: &'a TimeZone, journal: &'a BTreeMap<UnitName, Excerpt>) -> Context<'a> {
+        Context {
+            host: "web-1",
+            prefix: "[unitwarden]",
+            tz,
+            min_interval: Duration::from_secs(900),
+            remind_after: &[],
+            journal_lines: 20,
+            journal,
+        }
+    }
+
+    /// A unit killed by SIGKILL: its `down` event as narration builds it.
+    fn killed(u: &str) -> Event {
+        let mut e = ev(EventKind::Down, Some(u));
+        e.detail = format!("{u}.service is down (failed/failed)");
+        e.result = Some("signal".into());
+        e.exec_status = Some("code=killed, status=9/KILL".into());
+        e.diagnosis = crate::diagnosis::diagnose(
+            &unit(u),
+            Some(&crate::unit::ServiceResult::Signal),
+            Some((2, 9)),
+            None,
+        );
+        e.next = "restart attempt 1/3 in 5s".into();
+        e
+    }
+
+    fn excerpts(units: &[String], lines: usize) -> BTreeMap<UnitName, Excerpt> {
+        units
+            .iter()
+            .map(|u| {
+                let x = Excerpt {
+                    command: format!("journalctl -u {u}.service -n 20"),
+                    lines: Ok((0..lines).map(|i| format!("{u} line {i}")).collect()),
+                };
+                (unit(u), x)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_over_several_units_opens_with_one_aligned_row_per_unit_most_urgent_first() {
+        let mut gave_up = with_attempt(ev(EventKind::GaveUp, Some("gunicorn")), 3, 3);
+        gave_up.result = Some("exit-code".into());
+        gave_up.diagnosis = crate::diagnosis::diagnose(
+            &unit("gunicorn"),
+            Some(&crate::unit::ServiceResult::ExitCode),
+            Some((1, 203)),
+            None,
+        );
+        gave_up.next = "no more restarts; a new episode starts in 1h if it is still down".into();
+        let mut recovered = ev(EventKind::Recovered, Some("redis"));
+        recovered.next = "keep watching".into();
+        let items = vec![
+            Item::Event(killed("nginx")),
+            Item::Event(killed("daphne")),
+            Item::Event(gave_up),
+            Item::Event(recovered),
+        ];
+        let names = ["nginx", "daphne", "gunicorn", "redis"].map(String::from);
+        let journal = excerpts(&names, 2);
+        let tz = TimeZone::UTC;
+        let body = body(&draft(items), &context(&tz, &journal));
+        let table: Vec<&str> = body
+            .lines()
+            .skip_while(|l| !l.starts_with("UNIT"))
+            .take_while(|l| !l.is_empty())
+            .collect();
+        assert_eq!(
+            table,
+            [
+                "UNIT      EVENT      ATTEMPT  RESULT              NEXT",
+                "gunicorn  gave up    3/3      exit-code 203/EXEC  no more restarts",
+                "nginx     down       -        signal 9/KILL       restart attempt 1/3 in 5s",
+                "daphne    down       -        signal 9/KILL       restart attempt 1/3 in 5s",
+                "redis     recovered  -        -                   keep watching",
+            ],
+            "{body}"
+        );
+        let headings: Vec<&str> = body.lines().filter(|l| l.starts_with("## ")).collect();
+        assert_eq!(
+            headings,
+            [
+                "## gunicorn.service: gave up",
+                "## nginx.service: down",
+                "## daphne.service: down",
+                "## redis.service: recovered",
+            ],
+            "details follow the table's order"
+        );
+        assert!(body.find("UNIT ").unwrap() < body.find("## ").unwrap());
+        assert!(
+            body.contains("Meaning:   killed (SIGKILL): by an operator"),
+            "{body}"
+        );
+        assert!(body.contains("Check:     the ExecStart= path"), "{body}");
+        assert_eq!(body.matches("Journal (").count(), 4);
+        assert!(!body.contains("Not detailed here"), "{body}");
+    }
+
+    #[test]
+    fn a_hundred_units_killed_together_read_in_a_bounded_body() {
+        let names: Vec<String> = (0..100).map(|i| format!("worker-{i:02}")).collect();
+        let mut items: Vec<Item> = names.iter().map(|u| Item::Event(killed(u))).collect();
+        for u in &names {
+            let mut failed = with_attempt(killed(u), 1, 3);
+            failed.kind = EventKind::RestartFailed;
+            failed.detail = format!("restart attempt 1/3 of {u}.service failed: job failed");
+            failed.next = "restart attempt 2/3 in 10s".into();
+            items.push(Item::Event(failed));
+        }
+        let d = draft(items);
+        let journal = excerpts(&names, 20);
+        let tz = TimeZone::UTC;
+        let body = body(&d, &context(&tz, &journal));
+        let lines: Vec<&str> = body.lines().collect();
+
+        // Four lines of head, a table of one header and one row per unit, the detailed units'
+        // two blocks (12 lines each) and journal (22 lines), the note on the rest, the signature.
+        let bound = 4 + (1 + names.len()) + DETAILED_UNITS * (2 * 12 + 22) + 3 + 3;
+        assert!(
+            lines.len() <= bound,
+            "{} lines, bound {bound}:\n{body}",
+            lines.len()
+        );
+        assert!(lines.len() < 600, "{} lines", lines.len());
+        for u in &names {
+            let rows: Vec<&&str> = lines
+                .iter()
+                .filter(|l| l.starts_with(&format!("{u} ")))
+                .collect();
+            assert_eq!(rows.len(), 1, "{u}: {rows:?}");
+            assert!(
+                rows[0].contains("restart failed  1/3      signal 9/KILL"),
+                "{}",
+                rows[0]
+            );
+            assert!(
+                rows[0].ends_with("restart attempt 2/3 in 10s"),
+                "{}",
+                rows[0]
+            );
+        }
+        let detailed: Vec<String> = names[..DETAILED_UNITS].to_vec();
+        let headed: Vec<String> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("## "))
+            .map(|l| l.split(".service").next().unwrap().to_string())
+            .collect();
+        assert_eq!(headed.len(), 2 * DETAILED_UNITS, "{headed:?}");
+        assert!(headed.iter().all(|u| detailed.contains(u)), "{headed:?}");
+        assert_eq!(body.matches("Journal (").count(), DETAILED_UNITS);
+        assert!(
+            body.contains("worker-09 line 19"),
+            "journal of a detailed unit"
+        );
+        assert!(!body.contains("worker-10 line"), "no journal of the others");
+        assert!(
+            body.contains("Not detailed here: 90 more units (180 events)"),
+            "{body}"
+        );
+        assert_eq!(
+            detailed_names(&d),
+            detailed,
+            "the journal is read for exactly the units shown"
+        );
+        assert!(body.is_ascii());
+        assert!(lines.iter().all(|l| l.len() < 160), "{body}");
+    }
+
+    fn detailed_names(d: &Draft) -> Vec<String> {
+        detailed(d).iter().map(|u| short(u).to_string()).collect()
+    }
+
+    #[test]
+    fn the_table_and_the_suppressed_list_are_cut_with_a_count() {
+        let names: Vec<String> = (0..SUMMARY_ROWS + 50).map(|i| format!("w{i:03}")).collect();
+        let items: Vec<Item> = names.iter().map(|u| Item::Event(killed(u))).collect();
+        let mut d = draft(items);
+        d.suppressed = names[..SUPPRESSED_ROWS + 5]
+            .iter()
+            .map(|u| Suppressed {
+                unit: Some(unit(u)),
+                kind: EventKind::Down,
+                count: 2,
+            })
+            .collect();
+        let journal = BTreeMap::new();
+        let tz = TimeZone::UTC;
+        let body = body(&d, &context(&tz, &journal));
+        let rows = body.lines().filter(|l| l.starts_with('w')).count();
+        assert_eq!(rows, SUMMARY_ROWS, "{body}");
+        assert!(
+            body.contains("... and 50 more units: unitwarden's log has them all"),
+            "{body}"
+        );
+        let listed = body.lines().filter(|l| l.ends_with(" x down")).count();
+        assert_eq!(listed, 0, "units are named after the kind");
+        let listed = body
+            .lines()
+            .filter(|l| l.starts_with("  2 x down "))
+            .count();
+        assert_eq!(listed, SUPPRESSED_ROWS);
+        assert!(body.contains("  ... and 5 more\n"), "{body}");
+        assert!(
+            body.contains("50 repeated events"),
+            "the total counts them all"
+        );
+    }
+
+    #[test]
+    fn the_next_column_keeps_the_first_clause_of_the_plan() {
+        assert_eq!(
+            next_brief("keep watching; the counter resets"),
+            "keep watching"
+        );
+        assert_eq!(next_brief(""), "");
+        let long = "x".repeat(100);
+        let brief = next_brief(&long);
+        assert_eq!(brief.chars().count(), NEXT_MAX);
+        assert!(brief.ends_with("..."));
+        let wide = "\u{e9}".repeat(100);
+        assert_eq!(next_brief(&wide).chars().count(), NEXT_MAX);
     }
 }

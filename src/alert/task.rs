@@ -239,7 +239,8 @@ impl AlertTask {
         r
     }
 
-    /// The journal excerpt of every unit in `draft`, read concurrently.
+    /// The journal excerpt of every unit the email details, read concurrently: a storm over
+    /// hundreds of units runs `journalctl` only for the few the body shows.
     async fn journals(&self, draft: &Draft) -> BTreeMap<UnitName, render::Excerpt> {
         let lines = self.settings.journal_lines;
         let mut out = BTreeMap::new();
@@ -247,7 +248,7 @@ impl AlertTask {
             return out;
         }
         let mut set = tokio::task::JoinSet::new();
-        for unit in draft.units() {
+        for unit in render::detailed(draft) {
             let unit = unit.clone();
             let journal = self.journal;
             set.spawn(async move {

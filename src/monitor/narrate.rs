@@ -8,6 +8,7 @@ use tracing::Level;
 
 use crate::alert::Event;
 use crate::alert::EventKind;
+use crate::diagnosis::{self, Diagnosis};
 use crate::logging::format_duration;
 use crate::policy::{Effect, RestartPolicy};
 use crate::unit::{ActiveState, Observation, UnitName};
@@ -113,6 +114,23 @@ pub struct Told {
     pub event: Option<Event>,
 }
 
+/// What the unit's last end means, for every event about a failure (`down`, `restart_failed`,
+/// `gave_up`, `crashed`).
+pub fn diagnose(s: &Scene<'_>) -> Option<Diagnosis> {
+    let o = s.obs?;
+    // Peak memory is systemd's `MemoryPeak` (256 and later), which the D-Bus layer does not read
+    // yet: an OOM kill is told without it.
+    diagnosis::diagnose(s.unit, o.result.as_ref(), o.exec_main, None)
+}
+
+/// Tells the diagnosis in the line's message and in the event.
+fn explain(s: &Scene<'_>, line: &mut Line, ev: &mut Event) {
+    if let Some(d) = diagnose(s) {
+        line.message = format!("{}. {d}", line.message);
+        ev.diagnosis = Some(d);
+    }
+}
+
 /// The lines and events for `effects` of one unit, in order. `Persist` tells nothing.
 pub fn narrate(scene: &Scene<'_>, effects: &[Effect]) -> Vec<Told> {
     let mut told: Vec<Told> = Vec::new();
@@ -165,10 +183,9 @@ fn tell(s: &Scene<'_>, effect: &Effect) -> Vec<Told> {
                     .map_or("-".into(), |r| r.to_string()),
             );
             l.window = Some(s.window.unwrap_or("-").to_string());
-            with(
-                l,
-                event(EventKind::Down, format!("{name} is down ({state}/{sub})")),
-            )
+            let mut ev = event(EventKind::Down, format!("{name} is down ({state}/{sub})"));
+            explain(s, &mut l, &mut ev);
+            with(l, ev)
         }
         Effect::Scheduled { attempt, of, delay } => {
             let mut l = line(Level::INFO, "restart scheduled".into()).action("restart");
@@ -225,6 +242,7 @@ fn tell(s: &Scene<'_>, effect: &Effect) -> Vec<Told> {
                 format!("restart attempt {attempt}/{of} of {name} failed: {reason}"),
             );
             ev.attempt = Some((*attempt, *of));
+            explain(s, &mut l, &mut ev);
             with(l, ev)
         }
         Effect::GaveUp { attempts } => {
@@ -257,6 +275,7 @@ fn tell(s: &Scene<'_>, effect: &Effect) -> Vec<Told> {
             );
             ev.attempt = Some((*attempts, max));
             ev.next = next;
+            explain(s, &mut l, &mut ev);
             with(l, ev)
         }
         Effect::Recovered => {
@@ -337,6 +356,7 @@ fn tell(s: &Scene<'_>, effect: &Effect) -> Vec<Told> {
                 format!("{name} crashed and systemd restarted it (restart {restarts} by systemd)"),
             );
             ev.next = "left to systemd's Restart=; unitwarden acts if systemd gives up".into();
+            explain(s, &mut l, &mut ev);
             with(l, ev)
         }
         Effect::Persist => Vec::new(),
@@ -455,6 +475,9 @@ pub fn overridden(s: &Scene<'_>, what: &Override, tz: &jiff::tz::TimeZone) -> To
     ev.window = s.window.map(str::to_string);
     ev.min_interval = s.min_interval;
     ev.next = next;
+    if matches!(what, Override::DownWhilePaused { .. }) {
+        explain(s, &mut line, &mut ev);
+    }
     Told {
         line,
         event: Some(ev),
@@ -657,6 +680,71 @@ mod tests {
             }
         }
         assert!(narrate(&scene, &[Effect::Persist]).is_empty());
+    }
+
+    #[test]
+    fn failures_say_what_the_result_means_and_what_to_check() {
+        let mut f = Fixture::new(RestartPolicy::default());
+        f.obs.result = Some(ServiceResult::ExitCode);
+        f.obs.exec_main = Some((1, 203));
+        let scene = f.scene(None, None);
+        let failures = [
+            Effect::Down,
+            Effect::AttemptFailed {
+                attempt: 1,
+                of: 3,
+                reason: "job failed".into(),
+            },
+            Effect::GaveUp { attempts: 3 },
+        ];
+        for effect in failures {
+            let told = narrate(&scene, std::slice::from_ref(&effect));
+            let (line, ev) = (&told[0].line, told[0].event.as_ref().unwrap());
+            let d = ev
+                .diagnosis
+                .as_ref()
+                .unwrap_or_else(|| panic!("{effect:?}"));
+            assert_eq!(d.label, "exit-code 203/EXEC", "{effect:?}");
+            assert!(
+                line.message
+                    .contains(". systemd could not start it (203/EXEC): ExecStart= is missing"),
+                "{effect:?}: {}",
+                line.message
+            );
+            assert!(
+                line.message.contains(". Check the ExecStart= path"),
+                "{}",
+                line.message
+            );
+        }
+        let others = [
+            Effect::Restarted { attempt: 1, of: 3 },
+            Effect::Recovered,
+            Effect::Flapping { restarts: 5 },
+            Effect::Unloadable(LoadState::NotFound),
+        ];
+        for effect in others {
+            let told = narrate(&scene, std::slice::from_ref(&effect));
+            assert_eq!(
+                told[0].event.as_ref().unwrap().diagnosis,
+                None,
+                "{effect:?}"
+            );
+            assert!(!told[0].line.message.contains("Check"), "{effect:?}");
+        }
+    }
+
+    #[test]
+    fn without_an_observation_a_failure_is_told_without_a_diagnosis() {
+        let f = Fixture::new(RestartPolicy::default());
+        let scene = Scene {
+            obs: None,
+            ..f.scene(None, None)
+        };
+        let told = narrate(&scene, &[Effect::Down]);
+        assert_eq!(told[0].line.message, "unit is down");
+        assert_eq!(told[0].event.as_ref().unwrap().diagnosis, None);
+        assert_eq!(diagnose(&scene), None);
     }
 
     #[test]

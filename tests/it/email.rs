@@ -432,12 +432,26 @@ fn five_units_killed_together_are_one_email_and_their_recovery_one_more_in_the_s
         "Next:      restart attempt 1/3 in",
         "Journal (journalctl --user-unit nginx.service -n 5):",
         "journal unavailable:",
+        "Meaning:   killed (SIGKILL): by an operator, a script, the OOM killer",
+        "Check:     the kernel log for an OOM kill (journalctl -k)",
     ] {
         assert!(
             down.body.contains(want),
             "missing {want:?} in\n{}",
             down.body
         );
+    }
+    // The summary table comes first: one row per unit.
+    let details = down.body.find("\n## ").expect("details");
+    for u in UNITS {
+        let rows: Vec<&str> = down.body[..details]
+            .lines()
+            .filter(|l| l.starts_with(&format!("{u} ")))
+            .collect();
+        assert_eq!(rows.len(), 1, "{u}: {}", down.body);
+        for want in [" down ", " signal 9/KILL ", " restart attempt 1/3 in "] {
+            assert!(rows[0].contains(want), "{want:?} in {:?}", rows[0]);
+        }
     }
     assert_eq!(
         down.header("In-Reply-To"),
@@ -515,6 +529,16 @@ fn an_always_failing_unit_sends_no_storm_and_reminders_follow_remind_after() {
         l.contains("unit=broken.service") && l.contains("action=give_up")
     });
     let gave_up_seen = Instant::now();
+    let told = d.stderr_lines();
+    let give_up = told
+        .iter()
+        .find(|l| l.contains("unit=broken.service") && l.contains("action=give_up"))
+        .unwrap();
+    assert!(
+        give_up.contains(". Exited with status 3; by convention NOTIMPLEMENTED")
+            && give_up.contains(". Check the program's last log lines"),
+        "the give-up line says what the exit means: {give_up}"
+    );
     let failed_attempts = d
         .stderr_lines()
         .iter()
