@@ -88,6 +88,8 @@ struct Monitor {
     watchdog: Watchdog,
     /// Signals read while the loop waited for an answer from the manager, in order.
     backlog: VecDeque<Signal>,
+    /// Names the manager would not list, each reported once.
+    odd: std::collections::HashSet<UnitName>,
 }
 
 /// One connection to the manager: calls go out on `sd`, news comes in on `signals`.
@@ -148,6 +150,7 @@ impl Monitor {
             attempts: Attempts::default(),
             watchdog: Watchdog::from_env(),
             backlog: VecDeque::new(),
+            odd: Default::default(),
         }
     }
 
@@ -438,27 +441,21 @@ impl Monitor {
             if asked.is_empty() {
                 break;
             }
-            let rows = match self
+            let answer = self
                 .drain(&mut link.signals)
                 .call(link.sd.list_by_names(&asked))
-                .await
-            {
-                Ok(rows) => rows,
-                Err(e) => return (decided, Some(e)),
+                .await;
+            let by_name = match answer {
+                Ok(rows) if rows.len() == asked.len() => rows.into_iter().map(Some).collect(),
+                Err(e) if e.is_connection_lost() => return (decided, Some(e)),
+                // Rows that cannot be paired with the names, or the whole call refused: one odd
+                // name must not blind the others, so each is asked for on its own.
+                _ => match self.one_by_one(link, &asked).await {
+                    Ok(rows) => rows,
+                    Err(e) => return (decided, Some(e)),
+                },
             };
             self.supersede(&asked);
-            let by_name = if rows.len() == asked.len() {
-                rows.into_iter().map(Some).collect()
-            } else {
-                // The rows cannot be paired with the names; the next poll tries again, and
-                // the other batches are unaffected.
-                tracing::warn!(
-                    "systemd listed {} units for {} names asked; those are checked again at the next poll",
-                    rows.len(),
-                    asked.len()
-                );
-                asked.iter().map(|_| None).collect()
-            };
             let listing = Listing { asked, by_name };
             decided.extend(self.engine.handle(Input::Listed(listing), &Now::read()));
         }
@@ -478,6 +475,39 @@ impl Monitor {
                 .handle(Input::Polled { by_pattern }, &Now::read()),
         );
         (decided, None)
+    }
+
+    /// Lists `names` one call each, after a batch's answer surprised. A name the manager still
+    /// refuses is logged once (until it answers again) and left out of this poll.
+    async fn one_by_one(
+        &mut self,
+        link: &mut Link,
+        names: &[UnitName],
+    ) -> Result<Vec<Option<crate::systemd::UnitStatus>>, SystemdError> {
+        let mut by_name = Vec::with_capacity(names.len());
+        for name in names {
+            let answer = self
+                .drain(&mut link.signals)
+                .call(link.sd.list_by_names(std::slice::from_ref(name)))
+                .await;
+            let why = match answer {
+                Ok(mut rows) if rows.len() == 1 => {
+                    if self.odd.remove(name) {
+                        tracing::info!(unit = %name, "systemd answers for this unit again");
+                    }
+                    by_name.push(rows.pop());
+                    continue;
+                }
+                Err(e) if e.is_connection_lost() => return Err(e),
+                Err(e) => e.to_string(),
+                Ok(rows) => format!("{} rows for one name", rows.len()),
+            };
+            if self.odd.insert(name.clone()) {
+                tracing::warn!(unit = %name, "systemd does not list this unit ({why}); it is not checked until it does, the other units are");
+            }
+            by_name.push(None);
+        }
+        Ok(by_name)
     }
 
     /// A fresh read of `names` has arrived. The signals about them in the backlog came before
