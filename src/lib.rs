@@ -6,6 +6,7 @@ pub mod args;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod files;
 pub mod logging;
 pub mod monitor;
 pub mod notify;
