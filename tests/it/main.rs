@@ -8,6 +8,7 @@ mod support;
 
 mod deb;
 mod email;
+mod files;
 mod harness_selftest;
 mod logging;
 mod watchdog;
