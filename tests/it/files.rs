@@ -297,3 +297,50 @@ fn a_full_disk_under_log_dir_and_state_dir_loses_no_line_and_logging_resumes_onc
         serde_json::from_str(&fs::read_to_string(state.join("state.json")).unwrap()).unwrap();
     assert!(saved["units"]["web.service"].is_object(), "{saved}");
 }
+
+#[test]
+fn a_deleted_log_dir_is_recreated_at_the_next_line_with_a_note() {
+    let mgr = Manager::start();
+    sleeper(&mgr, "web");
+    let log = mgr.work_dir().join("log");
+    let cfg = mgr.work_dir().join("unitwarden.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "[daemon]\nbus = \"user\"\nlog_dir = \"{log}\"\nstate_dir = \"{state}\"\n[[unit]]\nname = \"web\"\n",
+            log = log.display(),
+            state = mgr.work_dir().join("state").display(),
+        ),
+    )
+    .unwrap();
+    let mut d = Daemon::spawn(&mgr, &cfg, &["run"]);
+    d.wait_for_notify("READY=1", T, |m| m.contains("READY=1"));
+    let link = log.join("unitwarden.log");
+    wait_until("the first lines in the file", T, || {
+        fs::read_to_string(&link)
+            .ok()
+            .filter(|t| t.contains("watching"))
+    });
+    fs::remove_dir_all(&log).unwrap();
+    d.signal(1);
+    let text = wait_until("the reload in a new file", T, || {
+        fs::read_to_string(&link)
+            .ok()
+            .filter(|t| t.contains("configuration reloaded"))
+    });
+    assert_eq!(mode(&log), 0o750);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.iter().all(|l| parses(l)), "{text}");
+    assert!(
+        lines[0].contains("WARN the log file") && lines[0].contains("was deleted or moved away"),
+        "{text}"
+    );
+    // The first line logged after the deletion is the first after the note: none went into
+    // the deleted file.
+    assert!(
+        lines[1].ends_with("SIGHUP: reloading configuration"),
+        "{text}"
+    );
+    d.signal(15);
+    assert!(d.wait_exit(T).success());
+}
