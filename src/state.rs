@@ -2,9 +2,10 @@
 //! off instead of starting a restart storm.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::files::{self, Durability, Loaded};
 use crate::policy::{Episode, Hold};
 use crate::unit::UnitName;
 
@@ -54,27 +55,30 @@ impl Store {
         self.dir.join(FILE)
     }
 
-    /// Reads the saved episodes. A missing file is a fresh start; an unreadable or corrupt one is
-    /// set aside as `state.json.corrupt` and reported, and the watchdog starts fresh.
+    /// Reads the saved episodes and holds. A missing file is a fresh start; one that cannot be
+    /// read, is not UTF-8 or not a state file is set aside (`state.json.corrupt`, never
+    /// overwritten by the next save) and reported once, and the watchdog starts fresh.
+    /// Temporary files of writes that a crash interrupted are removed first.
     pub fn load(&self) -> Saved {
+        for stale in files::remove_stale_temporaries(&self.dir, Some(FILE)) {
+            tracing::info!(path = %stale.display(), "removed the temporary file of an interrupted state write");
+        }
         let path = self.path();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Saved::default(),
-            Err(e) => {
-                tracing::error!(path = %path.display(), "cannot read state: {e}; starting without saved episodes");
-                return Saved::default();
-            }
-        };
-        match serde_json::from_str::<OnDisk>(&text) {
-            Ok(s) => Saved {
-                episodes: s.units,
-                holds: s.holds,
+        match files::read_json::<OnDisk>(&path) {
+            Loaded::Missing => Saved::default(),
+            Loaded::Parsed(state) => Saved {
+                episodes: state.units,
+                holds: state.holds,
             },
-            Err(e) => {
-                let aside = self.dir.join(format!("{FILE}.corrupt"));
-                let _ = std::fs::rename(&path, &aside);
-                tracing::error!(path = %path.display(), "state file is corrupt ({e}); moved to {}, starting without saved episodes", aside.display());
+            Loaded::Unreadable(reason) => {
+                match files::set_aside(&path) {
+                    Ok(aside) => {
+                        tracing::error!(path = %path.display(), "state file is corrupt ({reason}); moved to {}, starting without saved episodes", aside.display())
+                    }
+                    Err(e) => {
+                        tracing::error!(path = %path.display(), "state file is corrupt ({reason}) and cannot be moved aside ({e}); starting without saved episodes")
+                    }
+                }
                 Saved::default()
             }
         }
@@ -82,7 +86,7 @@ impl Store {
 
     /// Writes the episodes; the flush to the disk follows off this thread.
     pub fn save(&mut self, units: &Saved) {
-        let written = self.try_save(units, Flush::Later);
+        let written = self.try_save(units, Durability::Cached);
         if written.is_ok() {
             self.flush_later();
         }
@@ -92,7 +96,7 @@ impl Store {
     /// Writes the episodes and flushes them to the disk before returning: the last write at
     /// shutdown and after `once`.
     pub fn save_durably(&mut self, units: &Saved) {
-        let written = self.try_save(units, Flush::Now);
+        let written = self.try_save(units, Durability::Flushed);
         self.report(written);
     }
 
@@ -132,7 +136,7 @@ impl Store {
         }
     }
 
-    fn report(&mut self, written: std::io::Result<()>) {
+    fn report(&mut self, written: io::Result<()>) {
         match written {
             Ok(()) => {
                 if self.failing {
@@ -149,41 +153,20 @@ impl Store {
         }
     }
 
-    fn try_save(&self, saved: &Saved, when: Flush) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
+    fn try_save(&self, saved: &Saved, when: Durability) -> io::Result<()> {
+        files::create_private_dir(&self.dir)?;
         let body = serde_json::to_vec_pretty(&OnDisk {
             version: 1,
             units: saved.episodes.clone(),
             holds: saved.holds.clone(),
         })
-        .map_err(std::io::Error::other)?;
-        // Per process: a cron `once` beside the daemon must not interleave into one temp file.
-        let tmp = self.dir.join(format!(".{FILE}.{}.tmp", std::process::id()));
-        let mut f = std::fs::File::create(&tmp)?;
-        let written = f.write_all(&body).and_then(|()| match when {
-            Flush::Now => f.sync_all(),
-            Flush::Later => Ok(()),
-        });
-        if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, self.path())) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-        match when {
-            // The rename itself must reach the disk for the write to survive a power cut.
-            Flush::Now => std::fs::File::open(&self.dir)?.sync_all(),
-            Flush::Later => Ok(()),
-        }
+        .map_err(io::Error::other)?;
+        files::write_atomic(&self.path(), &body, when)
     }
 }
 
-#[derive(Clone, Copy)]
-enum Flush {
-    Now,
-    Later,
-}
-
 /// Flushes the state file and the directory entry that names it.
-fn flush(dir: &Path) -> std::io::Result<()> {
+fn flush(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir.join(FILE))?.sync_all()?;
     std::fs::File::open(dir)?.sync_all()
 }
@@ -226,6 +209,59 @@ mod tests {
         std::fs::write(store.path(), b"{not json").unwrap();
         assert_eq!(store.load(), Saved::default());
         assert!(dir.path().join("sub/state.json.corrupt").exists());
+    }
+
+    #[test]
+    fn under_umask_000_the_dir_and_file_are_private() {
+        crate::files::test_support::umask_000();
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::new(&dir.path().join("state"));
+        store.save(&Saved::default());
+        let mode = |p: &Path| std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(p).unwrap());
+        assert_eq!(mode(&dir.path().join("state")) & 0o777, 0o700);
+        assert_eq!(mode(&store.path()) & 0o777, 0o600);
+        store.save_durably(&Saved::default());
+        assert_eq!(mode(&store.path()) & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_is_set_aside_beside_an_earlier_one_and_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::new(dir.path());
+        std::fs::write(dir.path().join("state.json.corrupt"), b"the first").unwrap();
+        std::fs::write(store.path(), b"{\"version\": 1, \"units\": {\"\xff\": 1}}").unwrap();
+        assert_eq!(store.load(), Saved::default());
+        assert!(!store.path().exists());
+        store.save(&Saved::default());
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert_eq!(names[0], "state.json");
+        assert_eq!(names[1], "state.json.corrupt");
+        assert!(names[2].starts_with("state.json.corrupt.2"), "{names:?}");
+        assert_eq!(
+            std::fs::read(dir.path().join(&names[1])).unwrap(),
+            b"the first"
+        );
+        assert!(
+            std::fs::read(dir.path().join(&names[2]))
+                .unwrap()
+                .contains(&0xff)
+        );
+    }
+
+    #[test]
+    fn temporary_files_of_a_crashed_writer_are_removed_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        // No process has a PID above the kernel's limit (4194304).
+        let stale = dir.path().join("state.json.tmp.4194305");
+        std::fs::write(&stale, b"{half").unwrap();
+        assert_eq!(store.load(), Saved::default());
+        assert!(!stale.exists());
     }
 
     #[test]

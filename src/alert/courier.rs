@@ -1,6 +1,7 @@
 //! The courier: delivers the outbox, oldest first, retrying with backoff while the server
 //! fails, so a slow server never holds up the batching task.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -46,6 +47,8 @@ pub(super) struct Courier {
     max_age: Duration,
     counters: Arc<Counters>,
     memory: Vec<Stored>,
+    /// Unreadable files that could not be set aside: reported once, not at every round.
+    unmovable: HashSet<PathBuf>,
     failures: u32,
     retry_at: Option<Instant>,
 }
@@ -71,6 +74,7 @@ impl Courier {
             max_age,
             counters,
             memory: Vec::new(),
+            unmovable: HashSet::new(),
             failures: 0,
             retry_at: None,
         }
@@ -110,13 +114,24 @@ impl Courier {
         let (stored, bad) = blocking(move || outbox.list()).await.unwrap_or_default();
         drop(fence);
         for b in bad {
+            if self.unmovable.contains(&b.path) {
+                continue;
+            }
             let outbox = self.outbox.clone();
             let path = b.path.clone();
             let aside = blocking(move || outbox.set_aside(&path))
                 .await
-                .unwrap_or_default();
+                .and_then(|moved| moved);
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(path = %b.path.display(), "unreadable outbox file ({}); moved to {} and not sent", b.reason, aside.display());
+            match aside {
+                Ok(aside) => {
+                    tracing::error!(path = %b.path.display(), "unreadable outbox file ({}); moved to {} and not sent", b.reason, aside.display())
+                }
+                Err(e) => {
+                    tracing::error!(path = %b.path.display(), "unreadable outbox file ({}) that cannot be moved aside ({e}); left in place and not sent", b.reason);
+                    self.unmovable.insert(b.path);
+                }
+            }
         }
         let mut queue: Vec<(Option<PathBuf>, Stored)> = stored
             .into_iter()

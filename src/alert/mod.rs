@@ -55,6 +55,7 @@ use jiff::Timestamp;
 use tokio::sync::mpsc;
 
 use crate::config::EmailSettings;
+use crate::files::Loaded;
 use batch::{Planner, Rules, State};
 use email::Mailer;
 pub use email::test_email;
@@ -182,7 +183,16 @@ pub fn start(
     let (tx, rx) = mpsc::channel(QUEUE);
     let counters = Arc::new(Counters::default());
     let outbox = Outbox::new(state_dir);
-    outbox.clean_temporaries();
+    let stale = outbox
+        .prepare()
+        .into_iter()
+        .chain(crate::files::remove_stale_temporaries(
+            state_dir,
+            Some(STATE_FILE),
+        ));
+    for path in stale {
+        tracing::info!(path = %path.display(), "removed the temporary file of an interrupted alert write");
+    }
     let waiting = outbox.len();
     counters.outbox.store(waiting, Ordering::Relaxed);
     counters.note_oldest(outbox.oldest());
@@ -228,21 +238,21 @@ pub fn start(
     Ok((alerts, task))
 }
 
+/// The planner's saved state; one that cannot be read, is not UTF-8 or not alert state is set
+/// aside (`alerts.json.corrupt`, never overwritten by the next save) and reported once.
 fn load_state(path: &Path) -> State {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return State::default(),
-        Err(e) => {
-            tracing::error!(path = %path.display(), "cannot read alert state: {e}; starting without threads, reminders or pending events");
-            return State::default();
-        }
-    };
-    match serde_json::from_str(&text) {
-        Ok(s) => s,
-        Err(e) => {
-            let aside = path.with_extension("json.corrupt");
-            let _ = std::fs::rename(path, &aside);
-            tracing::error!(path = %path.display(), "alert state is corrupt ({e}); moved to {}, starting fresh", aside.display());
+    match crate::files::read_json(path) {
+        Loaded::Missing => State::default(),
+        Loaded::Parsed(state) => state,
+        Loaded::Unreadable(reason) => {
+            match crate::files::set_aside(path) {
+                Ok(aside) => {
+                    tracing::error!(path = %path.display(), "alert state is corrupt ({reason}); moved to {}, starting without threads, reminders or pending events", aside.display())
+                }
+                Err(e) => {
+                    tracing::error!(path = %path.display(), "alert state is corrupt ({reason}) and cannot be moved aside ({e}); starting without threads, reminders or pending events")
+                }
+            }
             State::default()
         }
     }
@@ -301,6 +311,23 @@ mod tests {
             task.planner.pending_id(),
             Some("<x@test>"),
             "still to be sent"
+        );
+    }
+
+    #[test]
+    fn corrupt_alert_state_is_set_aside_and_temporaries_of_a_crash_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join(STATE_FILE);
+        std::fs::write(&state, b"\xff not json").unwrap();
+        // No process has a PID above the kernel's limit (4194304).
+        let stale = dir.path().join("alerts.json.tmp.4194305");
+        std::fs::write(&stale, b"{half").unwrap();
+        let (_, task) = start(&email_settings(), dir.path(), Journal::System).unwrap();
+        assert_eq!(task.planner.pending_id(), None);
+        assert!(!state.exists() && !stale.exists());
+        assert_eq!(
+            std::fs::read(dir.path().join("alerts.json.corrupt")).unwrap(),
+            b"\xff not json"
         );
     }
 

@@ -1,17 +1,21 @@
 //! The durable outbox: one JSON file per email in `state_dir/outbox`, written atomically
 //! (temporary file, fsync, rename, fsync of the directory) before the first send attempt, and
 //! removed only after the server accepted the message. A `kill -9` at any moment leaves every
-//! email either fully in the outbox or delivered.
+//! email either fully in the outbox or delivered. The directory is 0700 and each message 0600,
+//! whatever the umask: they are whole emails.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::files::{self, Durability, Loaded};
+
 const VERSION: u32 = 1;
 const SUFFIX: &str = ".json";
-const TMP_PREFIX: &str = ".tmp-";
+/// Temporary files of the versions that named them `.tmp-NAME`, before
+/// [`files::write_atomic`] named them after the writing process.
+const OLD_TMP_PREFIX: &str = ".tmp-";
 
 /// One email waiting for delivery.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -71,27 +75,6 @@ fn id_part(message_id: &str) -> String {
         .collect()
 }
 
-/// Writes `bytes` to `path` so that a crash leaves either the old file or the new one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!("{TMP_PREFIX}{name}"));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 /// A message file that could not be read back.
 #[derive(Debug)]
 pub struct Unreadable {
@@ -117,17 +100,17 @@ impl Outbox {
 
     /// Stores `msg`; returns its path.
     pub fn put(&self, msg: &Stored) -> std::io::Result<PathBuf> {
-        std::fs::create_dir_all(&self.dir)?;
+        files::create_private_dir(&self.dir)?;
         let path = self.dir.join(msg.file_name());
         let json = serde_json::to_vec_pretty(msg).map_err(std::io::Error::other)?;
-        write_atomic(&path, &json)?;
+        files::write_atomic(&path, &json, Durability::Flushed)?;
         Ok(path)
     }
 
     /// Rewrites a stored message (its attempt count and last error).
     pub fn update(&self, path: &Path, msg: &Stored) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(msg).map_err(std::io::Error::other)?;
-        write_atomic(path, &json)
+        files::write_atomic(path, &json, Durability::Flushed)
     }
 
     pub fn remove(&self, path: &Path) -> std::io::Result<()> {
@@ -192,42 +175,43 @@ impl Outbox {
         let mut ok = Vec::new();
         let mut bad = Vec::new();
         for path in self.names() {
-            match std::fs::read(&path) {
-                Ok(bytes) => match serde_json::from_slice::<Stored>(&bytes) {
-                    Ok(m) => ok.push((path, m)),
-                    Err(e) => bad.push(Unreadable {
-                        path,
-                        reason: e.to_string(),
-                    }),
-                },
+            match files::read_json::<Stored>(&path) {
+                Loaded::Parsed(m) => ok.push((path, m)),
                 // Delivered and removed between listing and reading.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => bad.push(Unreadable {
-                    path,
-                    reason: e.to_string(),
-                }),
+                Loaded::Missing => {}
+                Loaded::Unreadable(reason) => bad.push(Unreadable { path, reason }),
             }
         }
         (ok, bad)
     }
 
-    /// Moves an unreadable file out of the way (`NAME.corrupt`), so it is reported once.
-    pub fn set_aside(&self, path: &Path) -> PathBuf {
-        let aside = path.with_extension("json.corrupt");
-        let _ = std::fs::rename(path, &aside);
-        aside
+    /// Moves an unreadable file out of the way (`NAME.json.corrupt`, an earlier one of that name
+    /// kept), so it is reported once and kept for the operator.
+    pub fn set_aside(&self, path: &Path) -> std::io::Result<PathBuf> {
+        files::set_aside(path)
     }
 
-    /// Removes temporary files a crash left behind mid-write.
-    pub fn clean_temporaries(&self) {
+    /// At start: makes the directory private if it exists with looser bits (an older version
+    /// created it under the umask) and removes the temporary files of writes a crash
+    /// interrupted. Returns the temporary files removed.
+    pub fn prepare(&self) -> Vec<PathBuf> {
+        if self.dir.exists()
+            && let Err(e) = files::make_private_dir(&self.dir)
+        {
+            tracing::warn!(path = %self.dir.display(), "cannot make the outbox private (mode 0700): {e}");
+        }
+        let mut removed = files::remove_stale_temporaries(&self.dir, None);
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return;
+            return removed;
         };
         for e in entries.filter_map(|e| e.ok()) {
-            if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
-                let _ = std::fs::remove_file(e.path());
+            if e.file_name().to_string_lossy().starts_with(OLD_TMP_PREFIX)
+                && std::fs::remove_file(e.path()).is_ok()
+            {
+                removed.push(e.path());
             }
         }
+        removed
     }
 }
 
@@ -272,15 +256,53 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ob = Outbox::new(dir.path());
         ob.put(&msg("<a@h>", "2026-01-01T00:00:01Z")).unwrap();
-        std::fs::write(ob.dir().join(".tmp-0001-x.json"), b"{half").unwrap();
+        // A crashed writer's (no process has a PID above the kernel's limit) and an older
+        // version's temporary files.
+        let stale = ob.dir().join("0001-x.json.tmp.4194305");
+        let old = ob.dir().join(".tmp-0001-x.json");
+        std::fs::write(&stale, b"{half").unwrap();
+        std::fs::write(&old, b"{half").unwrap();
         std::fs::write(ob.dir().join("0002-y.json"), b"not json").unwrap();
+        std::fs::write(ob.dir().join("0003-z.json"), b"\xff\xfe").unwrap();
         let (ok, bad) = ob.list();
         assert_eq!(ok.len(), 1);
-        assert_eq!(bad.len(), 1);
-        let aside = ob.set_aside(&bad[0].path);
-        assert!(aside.exists());
-        ob.clean_temporaries();
+        assert_eq!(bad.len(), 2);
+        assert!(bad[1].reason.contains("UTF-8"), "{}", bad[1].reason);
+        for b in &bad {
+            let aside = ob.set_aside(&b.path).unwrap();
+            assert!(aside.exists() && !b.path.exists());
+            assert!(aside.to_string_lossy().ends_with(".json.corrupt"));
+        }
+        let mut removed = ob.prepare();
+        removed.sort();
+        assert_eq!(removed, [old, stale]);
         assert_eq!(ob.len(), 1);
-        assert!(!ob.dir().join(".tmp-0001-x.json").exists());
+        assert_eq!(ob.list().1.len(), 0, "set aside means reported once");
+    }
+
+    #[test]
+    fn under_umask_000_the_outbox_and_its_messages_are_private() {
+        crate::files::test_support::umask_000();
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let ob = Outbox::new(&state);
+        let path = ob.put(&msg("<a@h>", "2026-01-01T00:00:01Z")).unwrap();
+        let mode =
+            |p: &Path| std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(p).unwrap()) & 0o777;
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(ob.dir()), 0o700);
+        assert_eq!(mode(&path), 0o600);
+        let (_, mut m) = ob.list().0.remove(0);
+        m.attempts = 1;
+        ob.update(&path, &m).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        // An outbox an older version left readable to others is made private at start.
+        std::fs::set_permissions(
+            ob.dir(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        ob.prepare();
+        assert_eq!(mode(ob.dir()), 0o700);
     }
 }

@@ -15,9 +15,10 @@ use tokio::time::Instant;
 use super::batch::{Draft, Planner, Pushed, State};
 use super::courier::{Courier, Poke, blocking};
 use super::email::{Compose, Mailer};
-use super::outbox::{self, Outbox, Stored};
+use super::outbox::{Outbox, Stored};
 use super::{Counters, Event, FLUSH_BOUND, Journal, journal, render};
 use crate::config::EmailSettings;
+use crate::files::{self, Durability};
 use crate::unit::UnitName;
 
 /// Batches events into emails and hands them to the courier; see the [`alert`](super) module doc.
@@ -155,9 +156,9 @@ impl AlertTask {
         let result = match serde_json::to_vec(self.planner.state()) {
             Ok(json) => blocking(move || {
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)?;
+                    files::create_private_dir(dir)?;
                 }
-                outbox::write_atomic(&path, &json)
+                files::write_atomic(&path, &json, Durability::Flushed)
             })
             .await
             .and_then(|r| r),

@@ -1,32 +1,43 @@
-//! The rotating file under `log_dir`: its periods, the `unitwarden.log` symlink, pruning, modes and group.
+//! The rotating file under `log_dir`: its periods, the `unitwarden.log` symlink, pruning, modes
+//! and group, and how it recovers from a full disk or a deleted `log_dir` without losing a line
+//! silently.
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::{self, Write};
+use std::io::{self, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::{Arc, Condvar, Mutex, TryLockError};
+use std::time::{Duration, SystemTime};
 
 use jiff::{SignedDuration, Timestamp, ZonedDateTime};
 use nix::unistd::{Gid, Group};
 use tracing::Level;
 
-use super::line::{StderrStyle, priority, process_stderr_style};
-use super::{Rotation, lock};
+use super::line::{Fields, StderrStyle, priority, process_stderr_style, render, timestamp_text};
+use super::{LogFormat, Rotation, lock};
 
 /// The stable name operators `tail -F`; always a symlink to the current file.
 const LINK_NAME: &str = "unitwarden.log";
 const FILE_PREFIX: &str = "unitwarden-";
 const FILE_SUFFIX: &str = ".log";
-/// How often to check that the current file is still linked in `log_dir`: writes to a file someone
-/// deleted succeed silently, so without this its lines would vanish until the next rotation.
-const RELINK_CHECK: SignedDuration = SignedDuration::from_secs(10);
 /// Debian's group for logs an operator may read without root.
 const LOG_GROUP: &str = "adm";
 /// Set explicitly rather than left to the umask, so a unit's `UMask=0077` cannot lock the group
-/// out of files it is meant to read.
+/// out of files it is meant to read, and a shell's `umask 000` cannot open them to everyone.
 const FILE_MODE: u32 = 0o640;
 const DIR_MODE: u32 = 0o750;
+/// While the file cannot be written, how often to try again: soon enough that logging resumes
+/// within seconds of the disk having room, rare enough that a dead disk costs nothing.
+const RETRY: SignedDuration = SignedDuration::from_secs(5);
+/// How often the retry thread looks while the file is failing, so that a retry is due at most
+/// this long before it is made even when nothing is logged.
+const RETRY_TICK: Duration = Duration::from_secs(1);
+/// Lines kept in memory while the file cannot be written, at most this many bytes of them (the
+/// newest); every line also went to stderr, and the note says how many were not kept.
+const KEEP_BYTES: usize = 256 * 1024;
+/// Set in `ps -T` and `/proc/PID/task/*/comm` (at most 15 bytes).
+const RETRY_THREAD: &str = "unitwarden-logr";
 
 /// `current`'s path, published by the writer for [`super::LogHandle::file_path`].
 pub(super) type SharedPath = Arc<Mutex<Option<PathBuf>>>;
@@ -45,20 +56,122 @@ fn report(level: Level, message: std::fmt::Arguments<'_>) {
 /// Rotation follows the clock when the line is written, not the line's timestamp: a line queued
 /// across a boundary lands in the new period's file, which beats parsing times back out of lines.
 pub(super) struct ClockedFile {
-    pub(super) file: RotatingFile,
+    pub(super) file: Arc<Mutex<RotatingFile>>,
     pub(super) clock: fn() -> ZonedDateTime,
 }
 
 impl Write for ClockedFile {
     fn write(&mut self, line: &[u8]) -> io::Result<usize> {
-        // Failures are reported by the file itself; an Err here would only be swallowed by the
+        // Failures are handled by the file itself; an Err here would only be swallowed by the
         // writer thread.
-        self.file.write_line(&(self.clock)(), line);
+        lock(&self.file).write_line(&(self.clock)(), line);
         Ok(line.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// Wakes the retry thread while the file is failing, and stops it.
+#[derive(Default)]
+pub(super) struct RetrySignal {
+    state: Mutex<RetryState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct RetryState {
+    failing: bool,
+    stop: bool,
+}
+
+impl RetrySignal {
+    fn set_failing(&self, failing: bool) {
+        let mut state = lock(&self.state);
+        if state.failing != failing {
+            state.failing = failing;
+            self.changed.notify_all();
+        }
+    }
+
+    fn stop(&self) {
+        lock(&self.state).stop = true;
+        self.changed.notify_all();
+    }
+}
+
+/// The file's side of the non-blocking writer: retries a failing file even while nothing is
+/// logged, and makes a last attempt when the writer stops.
+pub(super) struct FileKeeper {
+    file: Arc<Mutex<RotatingFile>>,
+    signal: Arc<RetrySignal>,
+    clock: fn() -> ZonedDateTime,
+}
+
+impl FileKeeper {
+    /// Starts the retry thread for `file`. Without it (no thread to be had), retries follow the
+    /// next line logged instead.
+    pub(super) fn start(file: Arc<Mutex<RotatingFile>>, clock: fn() -> ZonedDateTime) -> Self {
+        let signal = Arc::clone(&lock(&file).retry);
+        let (thread_file, thread_signal) = (Arc::clone(&file), Arc::clone(&signal));
+        let spawned = std::thread::Builder::new()
+            .name(RETRY_THREAD.into())
+            .stack_size(64 * 1024)
+            .spawn(move || retry_loop(&thread_file, &thread_signal, clock));
+        if let Err(err) = spawned {
+            report(
+                Level::WARN,
+                format_args!(
+                    "cannot start the log retry thread: {err}; a failing log file is retried when the next line is logged"
+                ),
+            );
+        }
+        FileKeeper {
+            file,
+            signal,
+            clock,
+        }
+    }
+}
+
+impl Drop for FileKeeper {
+    /// Dropped after the writer thread has written what was queued (see `FileWriter`): the lines
+    /// still kept because the file failed get one last try, so a short-lived `once` loses none
+    /// that could be written, and the retry thread ends.
+    fn drop(&mut self) {
+        self.signal.stop();
+        // The writer or the retry thread may still be stuck on a hung disk: never wait for it
+        // at exit.
+        let mut file = match self.file.try_lock() {
+            Ok(file) => file,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        file.retry(&(self.clock)(), Attempt::Now);
+    }
+}
+
+/// Sleeps until the file fails, then ticks it every [`RETRY_TICK`] until it works again.
+fn retry_loop(file: &Mutex<RotatingFile>, signal: &RetrySignal, clock: fn() -> ZonedDateTime) {
+    loop {
+        let state = lock(&signal.state);
+        let state = signal
+            .changed
+            .wait_while(state, |s| !s.failing && !s.stop)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if state.stop {
+            return;
+        }
+        let (state, _) = signal
+            .changed
+            .wait_timeout_while(state, RETRY_TICK, |s| !s.stop)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if state.stop {
+            return;
+        }
+        drop(state);
+        lock(file).retry(&clock(), Attempt::WhenDue);
     }
 }
 
@@ -117,38 +230,82 @@ impl Period {
     }
 }
 
-/// The file half of the logger. Time is passed in so tests can drive rotation across boundaries.
+/// The file half of the logger. Time is passed in so tests can drive rotation and retries.
 pub(super) struct RotatingFile {
     dir: PathBuf,
     rotation: Rotation,
     keep: usize,
+    /// How the file's own notes (lines lost, file replaced) are written: like every other line.
+    format: LogFormat,
     period: Option<Period>,
-    current: Option<(File, PathBuf)>,
+    current: Option<Current>,
     /// `current`'s path, kept apart from it so that asking never waits behind a write to a slow
     /// disk.
     shown: SharedPath,
-    relink_check_at: Timestamp,
+    /// Set while the file cannot be written: the lines kept for it, and when to try again.
+    outage: Option<Outage>,
+    retry: Arc<RetrySignal>,
     /// [`LOG_GROUP`], if we may give files to it.
     group: Option<Gid>,
-    /// A failure has been reported and not yet recovered from, so a full disk costs one stderr
-    /// line rather than one per event.
-    broken: bool,
     /// A failure to give a file to the group has been reported: it would recur at every rotation.
     group_reported: bool,
 }
 
+/// The open file and the identity of what its name pointed at when it was opened.
+struct Current {
+    file: File,
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+/// A time when the file could not be written. Every line still reached stderr; the newest
+/// [`KEEP_BYTES`] of them wait here for the file.
+struct Outage {
+    since: ZonedDateTime,
+    /// The first failure, which is usually the cause of the rest.
+    reason: String,
+    /// Lines that could not be written, whether kept or not.
+    lines: u64,
+    kept: VecDeque<Vec<u8>>,
+    kept_bytes: usize,
+    retry_at: Timestamp,
+}
+
+impl Outage {
+    fn keep(&mut self, line: &[u8]) {
+        self.lines += 1;
+        self.kept_bytes += line.len();
+        self.kept.push_back(line.to_vec());
+        while self.kept_bytes > KEEP_BYTES {
+            let Some(oldest) = self.kept.pop_front() else {
+                break;
+            };
+            self.kept_bytes -= oldest.len();
+        }
+    }
+}
+
+/// Whether [`RotatingFile::retry`] waits for [`RETRY`] since the last failure.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Attempt {
+    WhenDue,
+    Now,
+}
+
 impl RotatingFile {
-    pub(super) fn new(dir: PathBuf, rotation: Rotation, keep: usize) -> Self {
+    pub(super) fn new(dir: PathBuf, rotation: Rotation, keep: usize, format: LogFormat) -> Self {
         RotatingFile {
             dir,
             rotation,
             keep: keep.max(1),
+            format,
             period: None,
             current: None,
             shown: SharedPath::default(),
-            relink_check_at: Timestamp::MIN,
+            outage: None,
+            retry: Arc::default(),
             group: log_group(),
-            broken: false,
             group_reported: false,
         }
     }
@@ -157,43 +314,51 @@ impl RotatingFile {
         Arc::clone(&self.shown)
     }
 
-    /// Appends one complete line with a single write, so a reader never sees half of it.
+    /// Appends one complete line. While the file fails, the line is kept for it instead, and
+    /// the file is retried once [`RETRY`] has passed.
     pub(super) fn write_line(&mut self, now: &ZonedDateTime, line: &[u8]) {
+        if let Some(outage) = &mut self.outage {
+            outage.keep(line);
+            self.retry(now, Attempt::WhenDue);
+            return;
+        }
         self.roll(now);
-        let Some((file, path)) = &mut self.current else {
-            return;
-        };
-        let Err(err) = file.write_all(line) else {
-            return;
-        };
-        let retry = match self.rotation {
-            Rotation::Never => "",
-            Rotation::Hourly | Rotation::Daily => " until the next rotation",
-        };
-        report(
-            Level::WARN,
-            format_args!(
-                "log file {}: {err}; logging to stderr only{retry}",
-                path.display()
-            ),
-        );
-        self.set_current(None);
-        self.broken = true;
+        self.append_or_keep(now, line);
     }
 
-    fn set_current(&mut self, current: Option<(File, PathBuf)>) {
-        *lock(&self.shown) = current.as_ref().map(|(_, path)| path.clone());
-        self.current = current;
+    /// Appends `line` to the open file; if there is none (`roll` could not open it) or the
+    /// write fails, the outage keeps it.
+    fn append_or_keep(&mut self, now: &ZonedDateTime, line: &[u8]) {
+        if let Some(current) = &mut self.current
+            && let Err(err) = append(&mut current.file, line)
+        {
+            let path = current.path.clone();
+            self.fail(now, format_args!("log file {}", path.display()), &err);
+        }
+        if let Some(outage) = &mut self.outage {
+            outage.keep(line);
+        }
     }
 
-    /// Makes sure the file for `now`'s period is open; cheap when nothing changed.
+    /// Makes sure the file for `now`'s period is open, and still the file its name points at;
+    /// cheap when nothing changed.
     pub(super) fn roll(&mut self, now: &ZonedDateTime) {
+        if self.outage.is_some() {
+            return;
+        }
         let ts = now.timestamp();
         if self.period.as_ref().is_some_and(|p| p.contains(ts)) {
-            if self.current.is_some() && ts >= self.relink_check_at {
-                self.relink_check_at = ts.checked_add(RELINK_CHECK).unwrap_or(ts);
-                if !self.current_still_linked() {
-                    self.open();
+            // Checked before every line: a write to a file someone deleted (or a `log_dir`
+            // removed whole) succeeds silently, so without this the line would vanish.
+            if let Some(gone) = self.current.as_ref().filter(|c| !c.still_linked()) {
+                let gone = gone.path.clone();
+                if self.open(now) {
+                    let note = format!(
+                        "the log file {} was deleted or moved away while in use; continuing in a new file",
+                        gone.display()
+                    );
+                    report(Level::WARN, format_args!("{note}"));
+                    self.write_note(now, &note);
                 }
             }
             return;
@@ -201,53 +366,141 @@ impl RotatingFile {
         let period = Period::of(self.rotation, now);
         let same_file = self.period.as_ref().is_some_and(|p| p.name == period.name);
         self.period = Some(period);
-        // Also retried when the name did not change but the file was lost (e.g. a clock step).
+        // Also reopened when the name did not change but the file was lost (e.g. a clock step).
         if !same_file || self.current.is_none() {
-            self.relink_check_at = ts.checked_add(RELINK_CHECK).unwrap_or(ts);
-            self.open();
+            self.open(now);
         }
     }
 
-    fn current_still_linked(&self) -> bool {
-        let Some((file, path)) = &self.current else {
-            return false;
-        };
-        match (file.metadata(), fs::metadata(path)) {
-            (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
-            _ => false,
-        }
+    /// Writes a note of the file's own as a log line, kept like any line if that fails.
+    fn write_note(&mut self, now: &ZonedDateTime, message: &str) {
+        let line = self.note(now, message);
+        self.append_or_keep(now, &line);
     }
 
-    fn open(&mut self) {
+    fn note(&self, now: &ZonedDateTime, message: &str) -> Vec<u8> {
+        render(
+            self.format,
+            Some(now),
+            Level::WARN,
+            &Fields::message(message.to_owned()),
+        )
+    }
+
+    /// Begins an outage (or notes a further failure during one): closes the file, reports once
+    /// on stderr, and asks the retry thread to tick.
+    fn fail(&mut self, now: &ZonedDateTime, what: std::fmt::Arguments<'_>, err: &io::Error) {
         self.set_current(None);
-        let Some(name) = self.period.as_ref().map(Period::file_name) else {
+        let retry_at = now.timestamp().checked_add(RETRY).unwrap_or(Timestamp::MAX);
+        if let Some(outage) = &mut self.outage {
+            outage.retry_at = retry_at;
+            return;
+        }
+        report(
+            Level::WARN,
+            format_args!(
+                "{what}: {err}; logging to stderr only, keeping the lines for the file and trying again every {}s",
+                RETRY.as_secs()
+            ),
+        );
+        self.outage = Some(Outage {
+            since: now.clone(),
+            reason: err.to_string(),
+            lines: 0,
+            kept: VecDeque::new(),
+            kept_bytes: 0,
+            retry_at,
+        });
+        self.retry.set_failing(true);
+    }
+
+    /// During an outage, once [`RETRY`] has passed since the last failure (or at once with
+    /// [`Attempt::Now`]): reopens the file and writes a note followed by the kept lines, all with
+    /// one write, so they land together or not at all.
+    pub(super) fn retry(&mut self, now: &ZonedDateTime, attempt: Attempt) {
+        let Some(outage) = &self.outage else {
             return;
         };
-        let path = self.dir.join(&name);
-        let file = match self.create_dir().and_then(|()| self.open_file(&path)) {
-            Ok(file) => file,
+        if attempt == Attempt::WhenDue && now.timestamp() < outage.retry_at {
+            return;
+        }
+        // Reopened, not reused: the failure may have been the file or its directory (EIO, a
+        // deleted `log_dir`) as much as the space.
+        self.period = Some(Period::of(self.rotation, now));
+        if !self.open(now) {
+            return;
+        }
+        let Some(outage) = self.outage.take() else {
+            return;
+        };
+        let not_kept = outage.lines - outage.kept.len() as u64;
+        let mut note = format!(
+            "{} line(s) could not be written to the log file between {} and {} ({}); ",
+            outage.lines,
+            timestamp_text(&outage.since),
+            timestamp_text(now),
+            outage.reason,
+        );
+        if not_kept == 0 {
+            note.push_str("they follow");
+        } else {
+            note.push_str(&format!(
+                "the last {} follow, the {not_kept} before them are on stderr only",
+                outage.kept.len()
+            ));
+        }
+        let mut block = self.note(now, &note);
+        block.reserve(outage.kept_bytes);
+        for line in &outage.kept {
+            block.extend_from_slice(line);
+        }
+        let Some(current) = &mut self.current else {
+            self.outage = Some(outage);
+            return;
+        };
+        match append(&mut current.file, &block) {
+            Ok(()) => {
+                report(
+                    Level::INFO,
+                    format_args!(
+                        "logging to {} again; {} line(s) written late",
+                        current.path.display(),
+                        outage.kept.len()
+                    ),
+                );
+                self.retry.set_failing(false);
+            }
             Err(err) => {
-                if !self.broken {
-                    report(
-                        Level::WARN,
-                        format_args!(
-                            "log_dir {}: {err}; logging to stderr only",
-                            self.dir.display()
-                        ),
-                    );
-                    self.broken = true;
-                }
-                return;
+                let path = current.path.clone();
+                self.outage = Some(outage);
+                self.fail(now, format_args!("log file {}", path.display()), &err);
+            }
+        }
+    }
+
+    fn set_current(&mut self, current: Option<Current>) {
+        *lock(&self.shown) = current.as_ref().map(|c| c.path.clone());
+        self.current = current;
+    }
+
+    /// Opens the file of the current period (creating `log_dir` if it is missing), points the
+    /// link at it and prunes. False, with an outage begun or extended, if it cannot be opened.
+    fn open(&mut self, now: &ZonedDateTime) -> bool {
+        self.set_current(None);
+        let Some(name) = self.period.as_ref().map(Period::file_name) else {
+            return false;
+        };
+        let path = self.dir.join(&name);
+        let opened = self.create_dir().and_then(|()| self.open_file(&path));
+        let file = match opened.and_then(|file| Current::new(file, path.clone())) {
+            Ok(current) => current,
+            Err(err) => {
+                let dir = self.dir.clone();
+                self.fail(now, format_args!("log_dir {}", dir.display()), &err);
+                return false;
             }
         };
-        if self.broken {
-            report(
-                Level::INFO,
-                format_args!("logging to {} again", path.display()),
-            );
-            self.broken = false;
-        }
-        self.set_current(Some((file, path)));
+        self.set_current(Some(file));
         // The link moves before pruning, so it never points at a file about to be deleted.
         if let Err(err) = point_link(&self.dir, &name) {
             report(
@@ -267,6 +520,7 @@ impl RotatingFile {
                 ),
             );
         }
+        true
     }
 
     /// Creates a missing `dir` with [`DIR_MODE`] and the group. One that exists is left as it
@@ -409,6 +663,57 @@ fn prune(dir: &Path, current: &str, keep: usize) -> io::Result<()> {
     first_error.map_or(Ok(()), Err)
 }
 
+impl Current {
+    fn new(file: File, path: PathBuf) -> io::Result<Current> {
+        let meta = file.metadata()?;
+        Ok(Current {
+            file,
+            path,
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+
+    /// Whether the name still leads to the open file: not deleted, not moved away, `log_dir`
+    /// not removed.
+    fn still_linked(&self) -> bool {
+        fs::metadata(&self.path)
+            .is_ok_and(|named| named.dev() == self.dev && named.ino() == self.ino)
+    }
+}
+
+/// Appends `bytes` whole: one write, more only if the disk takes part of it. If it cannot be
+/// completed, what was written is cut off again, so the file never holds a torn line.
+fn append(file: &mut File, bytes: &[u8]) -> io::Result<()> {
+    let mut written = 0;
+    let err = loop {
+        if written == bytes.len() {
+            return Ok(());
+        }
+        match file.write(&bytes[written..]) {
+            Ok(0) => break io::Error::from(io::ErrorKind::WriteZero),
+            Ok(n) => written += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => break err,
+        }
+    };
+    if written > 0 {
+        // With O_APPEND our offset is the end of our own bytes, wherever another writer's went.
+        let cut = file
+            .stream_position()
+            .and_then(|end| file.set_len(end.saturating_sub(written as u64)));
+        if let Err(cut_err) = cut {
+            report(
+                Level::WARN,
+                format_args!(
+                    "log file: cannot remove the part of a line written before {err}: {cut_err}"
+                ),
+            );
+        }
+    }
+    Err(err)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,9 +745,10 @@ mod tests {
 
     #[test]
     fn created_files_and_dirs_get_fixed_modes_and_the_log_group() {
+        crate::files::test_support::umask_000();
         let dir = tempfile::tempdir().expect("tempdir");
         let logs = dir.path().join("logs");
-        let mut file = RotatingFile::new(logs.clone(), Rotation::Daily, 3);
+        let mut file = RotatingFile::new(logs.clone(), Rotation::Daily, 3, LogFormat::Text);
         file.write_line(&fixed_now(), b"a\n");
         // Root (as in CI) on a system with the group gets it; anyone else keeps their own.
         let group = log_group().map_or_else(|| nix::unistd::getegid().as_raw(), Gid::as_raw);
@@ -474,7 +780,8 @@ mod tests {
             fs::metadata(dir.path()).expect("stat").gid(),
             fs::metadata(&existing).expect("stat").gid(),
         );
-        let mut file = RotatingFile::new(dir.path().to_owned(), Rotation::Daily, 3);
+        let mut file =
+            RotatingFile::new(dir.path().to_owned(), Rotation::Daily, 3, LogFormat::Text);
         file.write_line(&fixed_now(), b"appended\n");
         let dir_meta = fs::metadata(dir.path()).expect("stat dir");
         let file_meta = fs::metadata(&existing).expect("stat file");
@@ -490,7 +797,8 @@ mod tests {
     #[test]
     fn hourly_rotation_keeps_newest_files_and_moves_link() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut file = RotatingFile::new(dir.path().to_owned(), Rotation::Hourly, 2);
+        let mut file =
+            RotatingFile::new(dir.path().to_owned(), Rotation::Hourly, 2, LogFormat::Text);
         for (hour, minute) in [(22, 10), (22, 59), (23, 0), (23, 30)] {
             file.write_line(&at(2026, 11, 23, hour, minute), b"line\n");
         }
@@ -522,7 +830,8 @@ mod tests {
     #[test]
     fn daily_rotation_follows_local_midnight() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut file = RotatingFile::new(dir.path().to_owned(), Rotation::Daily, 14);
+        let mut file =
+            RotatingFile::new(dir.path().to_owned(), Rotation::Daily, 14, LogFormat::Text);
         // 23:30 at +03:00 is already the 23rd in UTC; the file must be named by local time.
         file.write_line(&at(2026, 11, 22, 23, 30), b"a\n");
         file.write_line(&at(2026, 11, 23, 0, 0), b"b\n");
@@ -546,7 +855,8 @@ mod tests {
     fn hourly_rotation_survives_dst_fall_back() {
         let dir = tempfile::tempdir().expect("tempdir");
         let tz = TimeZone::posix("EST5EDT,M3.2.0,M11.1.0").expect("posix tz");
-        let mut file = RotatingFile::new(dir.path().to_owned(), Rotation::Hourly, 10);
+        let mut file =
+            RotatingFile::new(dir.path().to_owned(), Rotation::Hourly, 10, LogFormat::Text);
         // 05:30Z and 06:30Z are both 01:30 local on 2026-11-01; 07:30Z is 02:30.
         for hour in [5, 6, 7] {
             let ts = date(2026, 11, 1)
@@ -573,7 +883,8 @@ mod tests {
     #[test]
     fn never_rotation_uses_one_file() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut file = RotatingFile::new(dir.path().to_owned(), Rotation::Never, 1);
+        let mut file =
+            RotatingFile::new(dir.path().to_owned(), Rotation::Never, 1, LogFormat::Text);
         file.write_line(&at(2026, 1, 1, 0, 0), b"a\n");
         file.write_line(&at(2027, 6, 1, 12, 0), b"b\n");
         assert_eq!(
@@ -591,7 +902,8 @@ mod tests {
     fn link_always_resolves_while_rotating() {
         let dir = tempfile::tempdir().expect("tempdir");
         let link = dir.path().join(LINK_NAME);
-        let mut file = RotatingFile::new(dir.path().to_owned(), Rotation::Hourly, 3);
+        let mut file =
+            RotatingFile::new(dir.path().to_owned(), Rotation::Hourly, 3, LogFormat::Text);
         let mut now = at(2026, 11, 23, 0, 0);
         file.write_line(&now, b"start\n");
         let done = Arc::new(AtomicBool::new(false));
@@ -639,7 +951,8 @@ mod tests {
     fn preexisting_regular_file_is_kept() {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::write(dir.path().join(LINK_NAME), "old shell monitor log\n").expect("write");
-        let mut file = RotatingFile::new(dir.path().to_owned(), Rotation::Daily, 5);
+        let mut file =
+            RotatingFile::new(dir.path().to_owned(), Rotation::Daily, 5, LogFormat::Text);
         file.write_line(&fixed_now(), b"new\n");
         assert_eq!(link_target(dir.path()), "unitwarden-2026-11-23.log");
         let kept: Vec<_> = log_names(dir.path())
@@ -653,20 +966,193 @@ mod tests {
         );
     }
 
+    fn later(now: &ZonedDateTime, secs: i64) -> ZonedDateTime {
+        now.checked_add(SignedDuration::from_secs(secs))
+            .expect("time in range")
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).expect("stat").mode() & 0o777
+    }
+
+    /// The file's own note line, in the text format.
+    fn is_note(line: &str) -> bool {
+        line.starts_with("2026-11-23T") && line.contains(" WARN ")
+    }
+
     #[test]
-    fn deleted_file_is_recreated() {
+    fn a_deleted_log_dir_is_recreated_with_its_mode_link_and_a_note() {
+        crate::files::test_support::umask_000();
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut file = RotatingFile::new(dir.path().join("logs"), Rotation::Daily, 5);
+        let logs = dir.path().join("logs");
+        let mut file = RotatingFile::new(logs.clone(), Rotation::Daily, 5, LogFormat::Text);
         let now = fixed_now();
         file.write_line(&now, b"a\n");
-        fs::remove_dir_all(dir.path().join("logs")).expect("remove dir");
-        let later = now
-            .checked_add(SignedDuration::from_mins(1))
-            .expect("time in range");
-        file.write_line(&later, b"b\n");
-        assert_eq!(
-            fs::read_to_string(dir.path().join("logs").join(LINK_NAME)).expect("read"),
-            "b\n"
+        fs::remove_dir_all(&logs).expect("remove dir");
+        // The very next line notices, not the next rotation or check.
+        file.write_line(&later(&now, 1), b"b\n");
+        assert_eq!(mode(&logs), DIR_MODE);
+        assert_eq!(link_target(&logs), "unitwarden-2026-11-23.log");
+        assert_eq!(mode(&logs.join(link_target(&logs))), FILE_MODE);
+        let text = fs::read_to_string(logs.join(LINK_NAME)).expect("read");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            is_note(lines[0]) && lines[0].contains("was deleted or moved away while in use"),
+            "{text}"
         );
+        assert_eq!(lines[1], "b");
+    }
+
+    #[test]
+    fn lines_logged_while_log_dir_is_unusable_follow_a_note_once_it_works() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A file where the directory should be: every attempt to create it fails.
+        let logs = dir.path().join("logs");
+        fs::write(&logs, b"in the way").expect("write");
+        let mut file = RotatingFile::new(logs.clone(), Rotation::Daily, 5, LogFormat::Text);
+        let t0 = fixed_now();
+        file.roll(&t0);
+        assert!(file.outage.is_some());
+        assert_eq!(*lock(&file.shared_path()), None);
+        // More than the memory bound: the oldest are only counted.
+        let line = |n: usize| format!("line {n:05} {}\n", "x".repeat(90));
+        let total = KEEP_BYTES / line(0).len() + 100;
+        for n in 0..total {
+            file.write_line(&t0, line(n).as_bytes());
+        }
+        fs::remove_file(&logs).expect("unblock");
+        // Not before RETRY has passed since the failure...
+        file.write_line(&later(&t0, 4), line(total).as_bytes());
+        file.retry(&later(&t0, 4), Attempt::WhenDue);
+        assert!(file.outage.is_some() && !logs.exists());
+        // ...then at once, from the retry thread's tick with nothing new logged.
+        file.retry(&later(&t0, 5), Attempt::WhenDue);
+        assert!(file.outage.is_none());
+        let text = fs::read_to_string(logs.join(LINK_NAME)).expect("read");
+        let lines: Vec<&str> = text.lines().collect();
+        let kept = lines.len() - 1;
+        let lost = total + 1 - kept;
+        assert!(kept > 0 && lost > 0, "{kept} kept, {lost} not");
+        assert!(is_note(lines[0]), "{}", lines[0]);
+        assert!(
+            lines[0].contains(&format!(
+                " {} line(s) could not be written to the log file between 2026-11-23T14:05:01.123+03:00 and 2026-11-23T14:05:06.123+03:00 ("
+            , total + 1)) && lines[0].ends_with(&format!(
+                "); the last {kept} follow, the {lost} before them are on stderr only"
+            )),
+            "{}",
+            lines[0]
+        );
+        // The newest, in order.
+        for (i, l) in lines[1..].iter().enumerate() {
+            assert_eq!(format!("{l}\n"), line(lost + i));
+        }
+        assert!(text.len() - lines[0].len() <= KEEP_BYTES + 1);
+    }
+
+    /// Runs `f` on a thread of its own in a private mount namespace with a tmpfs of `size` on
+    /// `dir`: a real disk that fills, on no file system of the host. Needs root, as the whole
+    /// suite does (TESTING.md); the namespace and the mount end with the thread.
+    fn on_tiny_tmpfs<T: Send>(dir: &Path, size: &str, f: impl FnOnce() -> T + Send) -> T {
+        use nix::mount::{MsFlags, mount};
+        std::thread::scope(|scope| {
+            let thread = scope.spawn(|| {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+                    .expect("a private mount namespace for a tiny tmpfs (the tests run as root)");
+                mount(
+                    None::<&str>,
+                    "/",
+                    None::<&str>,
+                    MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                    None::<&str>,
+                )
+                .expect("make the namespace's mounts private");
+                mount(
+                    Some("tmpfs"),
+                    dir,
+                    Some("tmpfs"),
+                    MsFlags::empty(),
+                    Some(format!("size={size}").as_str()),
+                )
+                .expect("mount a tmpfs");
+                f()
+            });
+            thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// Fills the file system of `dir` to the last byte; returns the filler's path.
+    fn fill(dir: &Path) -> PathBuf {
+        let path = dir.join("filler");
+        let mut filler = File::create(&path).expect("create filler");
+        let chunk = [b'f'; 512];
+        loop {
+            match filler.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => break,
+                Err(e) => panic!("filling the tmpfs: {e}"),
+            }
+        }
+        path
+    }
+
+    #[test]
+    fn on_a_full_disk_no_line_is_torn_and_the_kept_lines_follow_a_note_once_there_is_room() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        on_tiny_tmpfs(dir.path(), "64k", || {
+            let logs = dir.path().join("logs");
+            let mut file = RotatingFile::new(logs.clone(), Rotation::Daily, 5, LogFormat::Text);
+            let t0 = fixed_now();
+            file.write_line(&t0, b"start\n");
+            let filler = fill(dir.path());
+            // 300-byte lines straddle the 4 KiB pages: the one that meets the end of the disk
+            // is written in part, and must be cut back.
+            let line = |n: usize| format!("line {n:04} {}\n", "y".repeat(289));
+            let mut n = 0;
+            while file.outage.is_none() {
+                assert!(n < 100, "the disk never filled");
+                file.write_line(&later(&t0, 1), line(n).as_bytes());
+                n += 1;
+            }
+            let failed_at = n - 1;
+            for _ in 0..3 {
+                file.write_line(&later(&t0, 2), line(n).as_bytes());
+                n += 1;
+            }
+            let path = logs.join("unitwarden-2026-11-23.log");
+            let written = fs::read_to_string(&path).expect("read");
+            assert!(written.ends_with('\n'), "a torn last line");
+            let expected: String = std::iter::once("start\n".to_owned())
+                .chain((0..failed_at).map(line))
+                .collect();
+            assert_eq!(written, expected);
+
+            fs::remove_file(filler).expect("make room");
+            file.retry(&later(&t0, 6), Attempt::WhenDue);
+            assert!(file.outage.is_none(), "logging resumed");
+            let text = fs::read_to_string(&path).expect("read");
+            let after: Vec<&str> = text[written.len()..].lines().collect();
+            assert!(is_note(after[0]), "{}", after[0]);
+            assert!(
+                after[0].contains(&format!(
+                    " {} line(s) could not be written to the log file between 2026-11-23T14:05:02.123+03:00 and 2026-11-23T14:05:07.123+03:00 (No space left on device (os error 28)); they follow",
+                    n - failed_at
+                )),
+                "{}",
+                after[0]
+            );
+            let kept: Vec<String> = after[1..].iter().map(|l| format!("{l}\n")).collect();
+            assert_eq!(kept, (failed_at..n).map(line).collect::<Vec<_>>());
+            file.write_line(&later(&t0, 7), b"after\n");
+            assert!(
+                fs::read_to_string(&path)
+                    .expect("read")
+                    .ends_with("y\nafter\n")
+            );
+        });
     }
 }

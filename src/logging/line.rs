@@ -108,6 +108,14 @@ pub(super) struct Fields {
 }
 
 impl Fields {
+    /// An event that is only a message: the log file's own notes.
+    pub(super) fn message(message: String) -> Fields {
+        Fields {
+            message: Some(message),
+            fields: Vec::new(),
+        }
+    }
+
     fn push(&mut self, field: &Field, value: FieldValue) {
         if field.name() == "message" {
             self.message = Some(value.to_string());
@@ -168,7 +176,7 @@ pub(super) fn render(
     }
 }
 
-fn timestamp_text(now: &ZonedDateTime) -> String {
+pub(super) fn timestamp_text(now: &ZonedDateTime) -> String {
     let mut out = String::with_capacity(32);
     let _ = write!(out, "{}", now.strftime(TIME_FORMAT));
     out

@@ -22,7 +22,7 @@ use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::{Layer, Registry, reload};
 
-use file::{ClockedFile, RotatingFile, SharedPath};
+use file::{ClockedFile, FileKeeper, RotatingFile, SharedPath};
 use line::{Fields, StderrStyle, priority, process_stderr_style, render};
 
 /// Lines queued for the file writer. A burst of this many never waits on the disk; past it the
@@ -91,7 +91,15 @@ pub struct LogSettings {
 pub struct LogHandle {
     level: reload::Handle<LevelFilter, Registry>,
     file: Option<SharedPath>,
-    _writer: Option<Arc<WorkerGuard>>,
+    _writer: Option<Arc<FileWriter>>,
+}
+
+/// What keeps the file written: dropped with the last [`LogHandle`].
+struct FileWriter {
+    /// Declared first, so dropped first: the writer thread writes what is still queued...
+    _guard: WorkerGuard,
+    /// ...before the keeper gives the lines a failing file still holds one last try.
+    _keeper: FileKeeper,
 }
 
 impl LogHandle {
@@ -109,7 +117,8 @@ impl LogHandle {
 /// Installs the global tracing subscriber: stderr always, plus the rotating file in `dir` when set.
 ///
 /// An unusable `dir` is reported with one line on stderr and logging carries on to stderr alone
-/// (retried at the next rotation), so a bad `log_dir` never keeps the watchdog from running.
+/// (retried every few seconds, the lines kept for the file meanwhile), so a bad `log_dir` never
+/// keeps the watchdog from running.
 /// Errors only if a global subscriber is already installed.
 pub fn init(settings: &LogSettings) -> anyhow::Result<LogHandle> {
     let (subscriber, handle) = build(
@@ -152,16 +161,27 @@ fn build(
     let (file, path, guard) = match &settings.dir {
         None => (None, None, None),
         Some(dir) => {
-            let mut file = RotatingFile::new(dir.clone(), settings.rotation, settings.keep);
+            let mut file = RotatingFile::new(
+                dir.clone(),
+                settings.rotation,
+                settings.keep,
+                settings.format,
+            );
             // Open now so a bad log_dir is reported at startup, not at the first event.
             file.roll(&clock());
             let path = file.shared_path();
+            let file = Arc::new(Mutex::new(file));
+            let keeper = FileKeeper::start(Arc::clone(&file), clock);
             let (writer, guard) = NonBlockingBuilder::default()
                 .buffered_lines_limit(QUEUE_LINES)
                 .lossy(false)
                 .thread_name(WRITER_THREAD)
                 .finish(ClockedFile { file, clock });
-            (Some(writer), Some(path), Some(Arc::new(guard)))
+            let writer_side = FileWriter {
+                _guard: guard,
+                _keeper: keeper,
+            };
+            (Some(writer), Some(path), Some(Arc::new(writer_side)))
         }
     };
     let layer = LineLayer {
@@ -384,6 +404,40 @@ mod tests {
         assert_eq!(handle.file_path(), None);
         tracing::info!("still logging");
         assert!(init(&bad).is_err(), "a second global subscriber is refused");
+    }
+
+    #[test]
+    fn lines_kept_for_a_failing_file_get_a_last_try_when_logging_stops() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logs = dir.path().join("logs");
+        fs::write(&logs, "in the way").expect("write");
+        let (subscriber, handle) = build(
+            &settings(Some(logs.clone()), LogFormat::Json),
+            Box::new(Capture::default()),
+            StderrStyle::Plain,
+            fixed_now,
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(unit = "a.service", "unit is down");
+        });
+        assert_eq!(handle.file_path(), None);
+        fs::remove_file(&logs).expect("unblock");
+        // Well before the next retry is due: only the last try at exit writes them.
+        drop(handle);
+        let text = fs::read_to_string(logs.join("unitwarden.log")).expect("read log");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["level"], "WARN");
+        let note = lines[0]["message"].as_str().expect("message");
+        assert!(
+            note.starts_with("1 line(s) could not be written to the log file between ")
+                && note.ends_with("; they follow"),
+            "{note}"
+        );
+        assert_eq!(lines[1]["message"], "unit is down");
     }
 
     #[test]

@@ -331,7 +331,8 @@ fn outbox_files(mgr: &Manager) -> Vec<PathBuf> {
         .map(|rd| {
             rd.flatten()
                 .map(|e| e.path())
-                // `.tmp-*` files are messages being rewritten, not extra messages.
+                // Temporary files (`NAME.json.tmp.PID`) are messages being rewritten, not extra
+                // messages.
                 .filter(|p| {
                     p.file_name()
                         .and_then(|n| n.to_str())
