@@ -72,6 +72,20 @@ impl Jobs {
         rx
     }
 
+    /// The jobs attempts still wait for.
+    pub fn waiting(&self) -> Vec<JobPath> {
+        let mut t = self.lock();
+        t.waiting.retain(|_, tx| !tx.is_closed());
+        t.waiting.keys().cloned().collect()
+    }
+
+    /// `job` is gone and its `JobRemoved` was missed (sent while the bus was down): its
+    /// attempt stops waiting, and the unit's state decides.
+    pub fn missed(&self, job: &JobPath) {
+        // Dropping the sender ends the attempt's wait with "no result".
+        self.lock().waiting.remove(job);
+    }
+
     /// A `JobRemoved` arrived.
     pub(super) fn removed(&self, job: JobPath, result: JobResult) {
         let mut t = self.lock();
@@ -105,6 +119,21 @@ mod tests {
         assert!(mine.try_recv().is_err(), "another job's result is not ours");
         jobs.removed(job(1), JobResult::Done);
         assert_eq!(mine.try_recv().unwrap(), JobResult::Done);
+    }
+
+    #[test]
+    fn a_missed_job_ends_its_wait_without_a_result() {
+        let jobs = Jobs::default();
+        let call = jobs.call_out();
+        let mut rx = jobs.claim(job(3));
+        drop(call);
+        assert_eq!(jobs.waiting(), vec![job(3)]);
+        jobs.missed(&job(3));
+        assert!(matches!(
+            rx.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed)
+        ));
+        assert!(jobs.waiting().is_empty());
     }
 
     #[test]

@@ -67,9 +67,43 @@ impl From<zbus::Error> for SystemdError {
                 name: name.to_string(),
                 message: message.unwrap_or_default(),
             },
+            // The standard `org.freedesktop.DBus.Error.*` answers (access denied, unknown
+            // object, ...) come typed: the manager answered, the connection is fine.
+            // The bus itself failing to reach the manager (restarting, gone) is no answer.
+            zbus::Error::FDO(e) if !no_answer(&e) => {
+                let (name, message) = fdo_parts(&e);
+                SystemdError::Refused { name, message }
+            }
             other => SystemdError::Bus(other),
         }
     }
+}
+
+/// Whether a standard error says the manager could not be reached, rather than answering.
+fn no_answer(e: &zbus::fdo::Error) -> bool {
+    use zbus::fdo::Error as E;
+    matches!(
+        e,
+        E::ServiceUnknown(_)
+            | E::NameHasNoOwner(_)
+            | E::NoReply(_)
+            | E::Disconnected(_)
+            | E::TimedOut(_)
+            | E::Timeout(_)
+            | E::NoServer(_)
+            | E::NoNetwork(_)
+            | E::IOError(_)
+            | E::LimitsExceeded(_)
+    )
+}
+
+/// The error name and message of a standard D-Bus error.
+fn fdo_parts(e: &zbus::fdo::Error) -> (String, String) {
+    use zbus::DBusError;
+    (
+        e.name().to_string(),
+        e.description().unwrap_or_default().to_string(),
+    )
 }
 
 type Result<T> = std::result::Result<T, SystemdError>;
@@ -109,11 +143,21 @@ impl Systemd {
             BusKind::System => zbus::connection::Builder::system(),
             BusKind::User => zbus::connection::Builder::session(),
         };
-        let conn = builder
-            .method_timeout(CALL_TIMEOUT)
-            .build()
-            .await
-            .map_err(|source| SystemdError::Connect { bus, source })?;
+        // A bus that accepts the connection but never answers (a socket whose daemon is not
+        // started yet, a hung daemon) must not hold the watch loop: the handshake is bounded
+        // like every call.
+        let built =
+            tokio::time::timeout(CALL_TIMEOUT, builder.method_timeout(CALL_TIMEOUT).build())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(zbus::Error::InputOutput(std::sync::Arc::new(
+                        std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "no answer to the connection handshake",
+                        ),
+                    )))
+                });
+        let conn = built.map_err(|source| SystemdError::Connect { bus, source })?;
         Ok(Systemd { conn, jobs })
     }
 
@@ -124,6 +168,15 @@ impl Systemd {
     pub async fn signals(&self) -> Result<Signals> {
         let mut signals = Signals::open(&self.conn, self.jobs.clone()).await?;
         signals.discard_while(self.subscribe()).await?;
+        // Subscribed first: a job that ends from now on is heard; one that ended while the bus
+        // was down is found missing here. (What is discarded meanwhile, the first poll reads.)
+        match signals.discard_while(self.release_missed_jobs()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                "{n} restart job(s) ended while the bus was down; their units' states decide"
+            ),
+            Err(e) => tracing::debug!("cannot check restart jobs after connecting: {e}"),
+        }
         Ok(signals)
     }
 
@@ -198,6 +251,36 @@ impl Systemd {
         let removed = self.jobs.claim(path);
         drop(call);
         Ok(Job { removed })
+    }
+
+    /// After a reconnect: the jobs our attempts wait for that the manager no longer has. Their
+    /// `JobRemoved` went out while we were not listening, so their attempts are told to stop
+    /// waiting (the unit's state after `verify_after` decides) instead of waiting for a
+    /// signal that will never come.
+    async fn release_missed_jobs(&self) -> Result<usize> {
+        let mut missed = 0;
+        for job in self.jobs.waiting() {
+            let asked = self
+                .conn
+                .call_method(
+                    Some(DEST),
+                    job.as_str(),
+                    Some("org.freedesktop.DBus.Properties"),
+                    "Get",
+                    &("org.freedesktop.systemd1.Job", "Id"),
+                )
+                .await;
+            match asked.map_err(SystemdError::from) {
+                Ok(_) => {}
+                // No such object: the job is gone.
+                Err(SystemdError::Refused { .. }) => {
+                    self.jobs.missed(&job);
+                    missed += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(missed)
     }
 
     async fn manager_call<B>(&self, method: &str, body: &B) -> Result<Message>

@@ -9,6 +9,7 @@ mod support;
 mod control;
 mod deb;
 mod email;
+mod faults;
 mod files;
 mod harness_selftest;
 mod logging;
