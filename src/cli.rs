@@ -29,11 +29,11 @@ pub fn main() -> ExitCode {
     match cli.command {
         Cmd::CheckConfig => {
             print!("{}", settings.summary());
-            print_email_warnings(&settings);
+            print_warnings(&settings);
             ExitCode::SUCCESS
         }
         Cmd::TestEmail => {
-            print_email_warnings(&settings);
+            print_warnings(&settings);
             with_runtime(test_email(settings))
         }
         Cmd::Windows { next } => {
@@ -63,9 +63,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Email settings that work but deserve attention (inline password, readable password file).
-fn print_email_warnings(settings: &Settings) {
-    for w in settings.email.iter().flat_map(|e| e.warnings()) {
+/// Settings that work but deserve attention (no units, inline password, readable password
+/// file).
+fn print_warnings(settings: &Settings) {
+    for w in settings.warnings() {
         eprintln!("{}: warning: {w}", settings.path.display());
     }
 }
@@ -137,6 +138,9 @@ async fn run(settings: Settings) -> ExitCode {
         }
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %settings.path.display(), "unitwarden starting");
+    for w in settings.warnings() {
+        tracing::warn!("{}: {w}", settings.path.display());
+    }
     let (alerts, delivery) = start_alerts(&settings);
     let outcome = monitor::run(settings, Some(log.clone()), alerts, shutdown, rx).await;
     delivery.finish().await;

@@ -201,10 +201,10 @@ impl Mailer {
             .dangerous_accept_invalid_certs(!s.tls_verify)
             .dangerous_accept_invalid_hostnames(!s.tls_verify);
         if let Some(file) = &s.ca_file {
-            let pem = std::fs::read(file).map_err(|e| {
+            let pem = crate::config::read_text(file).map_err(|e| {
                 SendError::server(format!("cannot read ca_file {}: {e}", file.display()))
             })?;
-            let certs = split_pem(&pem);
+            let certs = split_pem(pem.as_bytes());
             if certs.is_empty() {
                 return Err(SendError::server(format!(
                     "ca_file {} holds no PEM certificate",
@@ -291,17 +291,10 @@ fn password(s: &EmailSettings) -> Result<String, String> {
             .map_err(|_| format!("${PASSWORD_ENV} is not valid UTF-8"));
     }
     if let Some(file) = &s.password_file {
-        let text = std::fs::read_to_string(file).map_err(|e| {
-            format!(
-                "cannot read password_file {}: {}",
-                file.display(),
-                match e.kind() {
-                    std::io::ErrorKind::NotFound => "no such file".to_string(),
-                    std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-                    _ => e.to_string(),
-                }
-            )
-        })?;
+        // Read at each connection, on the runtime's thread: a FIFO or /dev/zero at the path
+        // must not hang or swamp it.
+        let text = crate::config::read_text(file)
+            .map_err(|e| format!("cannot read password_file {}: {e}", file.display()))?;
         return Ok(text.trim_end_matches(['\n', '\r']).to_string());
     }
     s.password.clone().ok_or_else(|| {
@@ -511,6 +504,22 @@ mod tests {
             password(&missing).unwrap_err(),
             "cannot read password_file /nonexistent/pw: no such file"
         );
+        // Neither blocks nor fills memory: a FIFO without a writer, an endless device.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        for (path, why) in [
+            (fifo.as_path(), "not a regular file"),
+            (Path::new("/dev/zero"), "not a regular file"),
+        ] {
+            let s = settings(&format!(
+                "username = \"u\"\npassword_file = \"{}\"\n",
+                path.display()
+            ));
+            assert_eq!(
+                password(&s).unwrap_err(),
+                format!("cannot read password_file {}: {why}", path.display())
+            );
+        }
     }
 
     #[test]
