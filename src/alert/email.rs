@@ -82,6 +82,15 @@ pub struct Mailer {
     hello: String,
 }
 
+/// An address as the mailer reads it (`user@domain` or `Name <user@domain>`), for the config's
+/// validation: an address the mailer would refuse fails at load, not at the first alert.
+/// Returns the bare `user@domain`, by which duplicates are told; the error is lettre's reason.
+pub fn parse_address(s: &str) -> Result<String, String> {
+    s.parse::<Mailbox>()
+        .map(|m| m.email.to_string())
+        .map_err(|e| e.to_string().to_lowercase())
+}
+
 fn mailbox(field: &str, s: &str) -> Result<Mailbox, String> {
     s.parse::<Mailbox>()
         .map_err(|e| format!("email.{field} {s:?} is not a usable address: {e}"))

@@ -2,6 +2,8 @@
 //! in the small `Deserialize` newtypes, so toml reports them at the offending value;
 //! cross-field checks are left to `validate`, which reads the `Spanned` positions kept here.
 
+use std::fmt;
+use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,7 +13,7 @@ use toml::Spanned;
 use super::{BusKind, Tls, parse_duration};
 use crate::alert::EventKind;
 use crate::logging::{LogFormat, LogLevel, Rotation};
-use crate::unit::{UnitName, UnitPattern};
+use crate::unit::UnitPattern;
 use crate::window;
 
 #[derive(Deserialize, Default)]
@@ -40,7 +42,7 @@ pub(super) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDaemon {
     pub(super) bus: Option<BusKind>,
-    pub(super) interval: Option<PositiveDur>,
+    pub(super) interval: Option<Dur<Interval>>,
     pub(super) log_dir: Option<PathBuf>,
     pub(super) log_rotation: Option<Rotation>,
     pub(super) log_keep: Option<Spanned<usize>>,
@@ -54,16 +56,16 @@ pub(super) struct RawDaemon {
 #[cfg_attr(test, derive(Debug))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRestart {
-    pub(super) max_attempts: Option<Spanned<u32>>,
-    pub(super) backoff_initial: Option<Dur>,
+    pub(super) max_attempts: Option<Num<MaxAttempts>>,
+    pub(super) backoff_initial: Option<Dur<BackoffInitial>>,
     pub(super) backoff_multiplier: Option<Spanned<f64>>,
-    pub(super) backoff_max: Option<Dur>,
-    pub(super) verify_after: Option<Dur>,
-    pub(super) reset_after: Option<Dur>,
+    pub(super) backoff_max: Option<Dur<BackoffMax>>,
+    pub(super) verify_after: Option<Dur<VerifyAfter>>,
+    pub(super) reset_after: Option<Dur<ResetAfter>>,
     pub(super) give_up_cooldown: Option<Cooldown>,
     pub(super) restart_inactive: Option<bool>,
-    pub(super) flap_restarts: Option<u32>,
-    pub(super) flap_window: Option<PositiveDur>,
+    pub(super) flap_restarts: Option<Num<FlapRestarts>>,
+    pub(super) flap_window: Option<Dur<FlapWindow>>,
 }
 
 #[derive(Deserialize)]
@@ -75,9 +77,9 @@ pub(super) struct RawWindow {
     pub(super) start: HhMm,
     pub(super) end: Spanned<HhMm>,
     pub(super) timezone: Option<Tz>,
-    pub(super) interval: Option<PositiveDur>,
+    pub(super) interval: Option<Dur<Interval>>,
     pub(super) failures: Option<Spanned<Positive>>,
-    pub(super) min_interval: Option<Dur>,
+    pub(super) min_interval: Option<Dur<MinInterval>>,
 }
 
 #[derive(Deserialize)]
@@ -85,20 +87,21 @@ pub(super) struct RawWindow {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUnit {
     pub(super) name: Spanned<Pattern>,
+    // Parsed in validate.rs, at each entry's position.
     #[serde(default)]
-    pub(super) depends_on: Vec<Spanned<Name>>,
+    pub(super) depends_on: Vec<Spanned<String>>,
     pub(super) probe: Option<Spanned<Box<RawProbe>>>,
     // Per-unit overrides of [restart].
-    pub(super) max_attempts: Option<Spanned<u32>>,
-    pub(super) backoff_initial: Option<Dur>,
+    pub(super) max_attempts: Option<Num<MaxAttempts>>,
+    pub(super) backoff_initial: Option<Dur<BackoffInitial>>,
     pub(super) backoff_multiplier: Option<Spanned<f64>>,
-    pub(super) backoff_max: Option<Dur>,
-    pub(super) verify_after: Option<Dur>,
-    pub(super) reset_after: Option<Dur>,
+    pub(super) backoff_max: Option<Dur<BackoffMax>>,
+    pub(super) verify_after: Option<Dur<VerifyAfter>>,
+    pub(super) reset_after: Option<Dur<ResetAfter>>,
     pub(super) give_up_cooldown: Option<Cooldown>,
     pub(super) restart_inactive: Option<bool>,
-    pub(super) flap_restarts: Option<u32>,
-    pub(super) flap_window: Option<PositiveDur>,
+    pub(super) flap_restarts: Option<Num<FlapRestarts>>,
+    pub(super) flap_window: Option<Dur<FlapWindow>>,
 }
 
 #[derive(Deserialize)]
@@ -110,7 +113,7 @@ pub(super) struct RawProbe {
     pub(super) exec: Option<Vec<String>>,
     pub(super) expect_status: Option<u16>,
     pub(super) expect_body: Option<String>,
-    pub(super) timeout: Option<PositiveDur>,
+    pub(super) timeout: Option<Dur<Timeout>>,
     pub(super) failures: Option<Positive>,
 }
 
@@ -119,22 +122,24 @@ pub(super) struct RawProbe {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawEmail {
     pub(super) smtp_host: Option<String>,
-    pub(super) smtp_port: Option<u16>,
+    pub(super) smtp_port: Option<Num<SmtpPort>>,
     pub(super) tls: Option<Spanned<Tls>>,
     pub(super) tls_verify: Option<Spanned<bool>>,
     pub(super) ca_file: Option<PathBuf>,
-    pub(super) timeout: Option<PositiveDur>,
+    pub(super) timeout: Option<Dur<Timeout>>,
     pub(super) username: Option<String>,
     pub(super) password_file: Option<PathBuf>,
     pub(super) password: Option<String>,
-    pub(super) from: Option<Address>,
-    pub(super) to: Spanned<Vec<Address>>,
+    // Parsed in validate.rs by the mailer's own parser, at each entry's position.
+    pub(super) from: Option<Spanned<String>>,
+    pub(super) to: Spanned<Vec<Spanned<String>>>,
     pub(super) subject_prefix: Option<String>,
-    pub(super) batch_window: Option<Dur>,
-    pub(super) min_interval: Option<Dur>,
-    pub(super) journal_lines: Option<u32>,
-    pub(super) remind_after: Option<Vec<PositiveDur>>,
-    pub(super) outbox_max_age: Option<PositiveDur>,
+    pub(super) batch_window: Option<Dur<BatchWindow>>,
+    pub(super) min_interval: Option<Dur<MinInterval>>,
+    pub(super) journal_lines: Option<Num<JournalLines>>,
+    // Strings, checked in validate.rs: toml places an error inside an array at the array.
+    pub(super) remind_after: Option<Vec<Spanned<String>>>,
+    pub(super) outbox_max_age: Option<Dur<OutboxMaxAge>>,
     pub(super) notify_on: Option<Spanned<Vec<EventKind>>>,
 }
 
@@ -153,24 +158,186 @@ macro_rules! string_newtype {
     };
 }
 
-string_newtype!(
-    /// Any humantime duration, zero included.
-    Dur(Duration),
-    parse_duration
-);
-string_newtype!(
-    /// A humantime duration that must be longer than zero (intervals, timeouts).
-    PositiveDur(Duration),
-    |s| match parse_duration(s)? {
-        d if d.is_zero() => Err(format!("duration {s:?} must be longer than zero")),
-        d => Ok(d),
+/// What a duration key may hold. Every duration has an upper bound, so that no deadline
+/// computed from it (an `Instant` or a `Timestamp` plus the duration) can overflow, and no
+/// value is accepted that only a typo would give (a `verify_after` of a month).
+pub(super) trait Limit {
+    const KEY: &'static str;
+    /// Zero where zero means "at once"; more where zero would make the loop spin.
+    const MIN: Duration;
+    const MAX: Duration;
+}
+
+macro_rules! limits {
+    ($($(#[$doc:meta])* $name:ident = $key:literal, $min:expr, $max:expr;)*) => {$(
+        $(#[$doc])*
+        pub(super) enum $name {}
+        impl Limit for $name {
+            const KEY: &'static str = $key;
+            const MIN: Duration = $min;
+            const MAX: Duration = $max;
+        }
+    )*};
+}
+
+const NONZERO: Duration = Duration::from_nanos(1);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+const fn days(n: u64) -> Duration {
+    Duration::from_secs(n * 86_400)
+}
+
+limits! {
+    /// Polling: more often than ten times a second is a busy loop, not a safety net.
+    Interval = "interval", Duration::from_millis(100), DAY;
+    BackoffInitial = "backoff_initial", Duration::ZERO, DAY;
+    BackoffMax = "backoff_max", Duration::ZERO, DAY;
+    VerifyAfter = "verify_after", Duration::ZERO, HOUR;
+    ResetAfter = "reset_after", Duration::ZERO, days(30);
+    GiveUpCooldown = "give_up_cooldown", Duration::ZERO, days(365);
+    FlapWindow = "flap_window", NONZERO, DAY;
+    MinInterval = "min_interval", Duration::ZERO, days(7);
+    BatchWindow = "batch_window", Duration::ZERO, HOUR;
+    RemindAfter = "remind_after", NONZERO, days(365);
+    OutboxMaxAge = "outbox_max_age", NONZERO, days(365);
+    /// SMTP delivery and probes: zero would fail every time, longer than an hour is a hang.
+    Timeout = "timeout", NONZERO, HOUR;
+}
+
+/// A humantime duration within the bounds of the key `L`.
+pub(super) struct Dur<L>(pub(super) Duration, PhantomData<fn() -> L>);
+
+impl<L> Clone for Dur<L> {
+    fn clone(&self) -> Self {
+        Dur(self.0, PhantomData)
     }
-);
-string_newtype!(
-    /// A duration or "never".
-    Cooldown(Option<Duration>),
-    |s| if s == "never" { Ok(None) } else { parse_duration(s).map(Some) }
-);
+}
+
+impl<L> fmt::Debug for Dur<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Dur").field(&self.0).finish()
+    }
+}
+
+impl<'de, L: Limit> Deserialize<'de> for Dur<L> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        bounded::<L>(&s)
+            .map(|v| Dur(v, PhantomData))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+pub(super) fn bounded<L: Limit>(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    let key = L::KEY;
+    if d < L::MIN {
+        return Err(if L::MIN == NONZERO {
+            format!("{key} {s:?} must be longer than zero")
+        } else {
+            format!("{key} {s:?} must be at least {}", words(L::MIN))
+        });
+    }
+    if d > L::MAX {
+        return Err(format!("{key} {s:?} must be at most {}", words(L::MAX)));
+    }
+    Ok(d)
+}
+
+/// A bound as one would write it in the config: `100ms`, `1h`, `365d`.
+pub(super) fn words(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s, d.subsec_nanos()) {
+        (0, _) => format!("{}ms", d.as_millis()),
+        (s, 0) if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        (s, 0) if s % 3600 == 0 => format!("{}h", s / 3600),
+        (s, 0) if s % 60 == 0 => format!("{}m", s / 60),
+        (s, _) => format!("{s}s"),
+    }
+}
+
+/// `give_up_cooldown`: a duration or "never".
+#[derive(Clone, Debug)]
+pub(super) struct Cooldown(pub(super) Option<Duration>);
+impl<'de> Deserialize<'de> for Cooldown {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "never" {
+            return Ok(Cooldown(None));
+        }
+        bounded::<GiveUpCooldown>(&s)
+            .map(|d| Cooldown(Some(d)))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a count key may hold.
+pub(super) trait Bounds {
+    const KEY: &'static str;
+    const MIN: i64;
+    const MAX: i64;
+}
+
+macro_rules! ranges {
+    ($($(#[$doc:meta])* $name:ident = $key:literal, $min:expr, $max:expr;)*) => {$(
+        $(#[$doc])*
+        pub(super) enum $name {}
+        impl Bounds for $name {
+            const KEY: &'static str = $key;
+            const MIN: i64 = $min;
+            const MAX: i64 = $max;
+        }
+    )*};
+}
+
+ranges! {
+    MaxAttempts = "max_attempts", 1, 1000;
+    /// 0 turns flapping reports off.
+    FlapRestarts = "flap_restarts", 0, 1000;
+    /// Lines of `journalctl` in each email.
+    JournalLines = "journal_lines", 0, 1000;
+    SmtpPort = "smtp_port", 1, 65535;
+}
+
+/// An integer within the bounds of the key `R`.
+pub(super) struct Num<R>(pub(super) u32, PhantomData<fn() -> R>);
+
+impl<R> Clone for Num<R> {
+    fn clone(&self) -> Self {
+        Num(self.0, PhantomData)
+    }
+}
+
+impl<R> fmt::Debug for Num<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Num").field(&self.0).finish()
+    }
+}
+
+impl<'de, R: Bounds> Deserialize<'de> for Num<R> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // TOML integers are i64: read them whole, so a negative or huge value gets the same
+        // message as one just out of range.
+        let n = i64::deserialize(d)?;
+        let key = R::KEY;
+        if n < R::MIN {
+            return Err(serde::de::Error::custom(format!(
+                "{key} must be at least {}",
+                R::MIN
+            )));
+        }
+        if n > R::MAX {
+            return Err(serde::de::Error::custom(format!(
+                "{key} must be at most {}",
+                R::MAX
+            )));
+        }
+        u32::try_from(n)
+            .map(|n| Num(n, PhantomData))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 string_newtype!(HhMm(jiff::civil::Time), window::parse_hhmm);
 string_newtype!(Day(jiff::civil::Weekday), window::parse_day);
 string_newtype!(Tz((String, jiff::tz::TimeZone)), |s| {
@@ -181,8 +348,6 @@ string_newtype!(Tz((String, jiff::tz::TimeZone)), |s| {
         })
 });
 string_newtype!(Pattern(UnitPattern), UnitPattern::parse);
-string_newtype!(Name(UnitName), UnitName::parse);
-string_newtype!(Address(String), parse_address);
 
 /// A count that must be at least 1.
 #[derive(Clone, Copy, Debug)]
@@ -193,30 +358,5 @@ impl<'de> Deserialize<'de> for Positive {
             0 => Err(serde::de::Error::custom("must be at least 1")),
             n => Ok(Positive(n)),
         }
-    }
-}
-
-/// A deliberately small check: a mistyped address must fail at load, not at 08:00 on a Monday.
-fn parse_address(s: &str) -> Result<String, String> {
-    let addr = s.trim();
-    let bare = match (addr.rfind('<'), addr.ends_with('>')) {
-        (Some(i), true) => &addr[i + 1..addr.len() - 1],
-        _ => addr,
-    };
-    let ok = match bare.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && !domain.is_empty()
-                && !bare.contains(char::is_whitespace)
-                && !domain.contains('@')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-        }
-        None => false,
-    };
-    if ok {
-        Ok(addr.to_string())
-    } else {
-        Err(format!("{s:?} is not an email address"))
     }
 }

@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::raw::{RawConfig, RawEmail, RawProbe, RawRestart, Tz};
+use super::raw::{RawConfig, RawEmail, RawProbe, RawRestart, RemindAfter, Tz, bounded};
 use super::{
     BusKind, ConfigError, DaemonSettings, EmailSettings, ProbeCheck, ProbeSettings, Settings, Tls,
     UnitSettings, hostname,
 };
+use crate::alert::email::parse_address;
 use crate::alert::{ALL_EVENTS, EventKind};
 use crate::logging::{LogFormat, LogLevel, LogSettings, Rotation};
 use crate::policy::RestartPolicy;
@@ -163,8 +164,10 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
         }
         let mut depends_on = Vec::new();
         for dep in u.depends_on {
-            deps_spans.push((pattern.clone(), dep.get_ref().0.clone(), dep.span()));
-            depends_on.push(dep.into_inner().0);
+            let span = dep.span();
+            let name = UnitName::parse(dep.get_ref()).map_err(|m| err(Some(span.clone()), m))?;
+            deps_spans.push((pattern.clone(), name.clone(), span));
+            depends_on.push(name);
         }
         units.push(Arc::new(UnitSettings {
             pattern,
@@ -224,17 +227,16 @@ fn not_built(what: &str) -> String {
 fn merge_restart(base: &RestartPolicy, r: &RawRestart) -> Result<RestartPolicy, SpanErr> {
     let mut p = base.clone();
     if let Some(m) = &r.max_attempts {
-        if *m.get_ref() == 0 {
-            return Err((Some(m.span()), "max_attempts must be at least 1".into()));
-        }
-        p.max_attempts = *m.get_ref();
+        p.max_attempts = m.0;
     }
     if let Some(m) = &r.backoff_multiplier {
         let v = *m.get_ref();
-        if !(v.is_finite() && v >= 1.0) {
+        // Growth beyond 100× per attempt reaches backoff_max at once; NaN and infinities
+        // would make every delay backoff_max by accident.
+        if !(v.is_finite() && (1.0..=100.0).contains(&v)) {
             return Err((
                 Some(m.span()),
-                "backoff_multiplier must be a number >= 1".into(),
+                "backoff_multiplier must be a number from 1 to 100".into(),
             ));
         }
         p.backoff_multiplier = v;
@@ -257,8 +259,8 @@ fn merge_restart(base: &RestartPolicy, r: &RawRestart) -> Result<RestartPolicy, 
     if let Some(b) = r.restart_inactive {
         p.restart_inactive = b;
     }
-    if let Some(n) = r.flap_restarts {
-        p.flap_restarts = n;
+    if let Some(n) = &r.flap_restarts {
+        p.flap_restarts = n.0;
     }
     if let Some(d) = &r.flap_window {
         p.flap_window = d.0;
@@ -369,10 +371,45 @@ fn build_email(e: Spanned<RawEmail>) -> Result<EmailSettings, (Range<usize>, Str
             "tls_verify = false ignores ca_file; set one or the other".into(),
         ));
     }
-    let host = hostname();
+    let from = match &e.from {
+        Some(f) => {
+            address(f)?;
+            f.get_ref().clone()
+        }
+        None => {
+            // The host name is not ours to choose: if it makes no address, say so now rather
+            // than at the first alert.
+            let a = format!("unitwarden@{}", hostname());
+            parse_address(&a).map_err(|why| {
+                (
+                    span.clone(),
+                    format!(
+                        "the default from address {a:?} is not an email address ({why}); set from"
+                    ),
+                )
+            })?;
+            a
+        }
+    };
+    let mut to = Vec::new();
+    let mut bare = BTreeSet::new();
+    for t in e.to.get_ref() {
+        if !bare.insert(address(t)?.to_lowercase()) {
+            return Err((t.span(), format!("{:?} is listed twice in to", t.get_ref())));
+        }
+        to.push(t.get_ref().clone());
+    }
+    let remind_after = match &e.remind_after {
+        None => [1, 4, 24].map(|h| Duration::from_secs(h * 3600)).to_vec(),
+        Some(list) => list
+            .iter()
+            .map(|d| bounded::<RemindAfter>(d.get_ref()).map_err(|m| (d.span(), m)))
+            .collect::<Result<_, _>>()?,
+    };
     Ok(EmailSettings {
         smtp_host: e.smtp_host.unwrap_or_else(|| "localhost".into()),
-        smtp_port: e.smtp_port.unwrap_or(25),
+        // Within 1..=65535 (raw::SmtpPort).
+        smtp_port: e.smtp_port.map_or(25, |p| p.0 as u16),
         tls,
         tls_verify,
         ca_file: e.ca_file,
@@ -380,16 +417,13 @@ fn build_email(e: Spanned<RawEmail>) -> Result<EmailSettings, (Range<usize>, Str
         username: e.username,
         password_file: e.password_file,
         password: e.password,
-        from: e.from.map_or_else(|| format!("unitwarden@{host}"), |a| a.0),
-        to: e.to.into_inner().into_iter().map(|a| a.0).collect(),
+        from,
+        to,
         subject_prefix: e.subject_prefix.unwrap_or_else(|| "[unitwarden]".into()),
         batch_window: e.batch_window.map_or(Duration::from_secs(30), |d| d.0),
         min_interval: e.min_interval.map_or(Duration::from_secs(900), |d| d.0),
-        journal_lines: e.journal_lines.unwrap_or(20),
-        remind_after: e.remind_after.map_or_else(
-            || [1, 4, 24].map(|h| Duration::from_secs(h * 3600)).to_vec(),
-            |v| v.into_iter().map(|d| d.0).collect(),
-        ),
+        journal_lines: e.journal_lines.map_or(20, |n| n.0),
+        remind_after,
         outbox_max_age: e
             .outbox_max_age
             .map_or(Duration::from_secs(7 * 86400), |d| d.0),
@@ -398,6 +432,12 @@ fn build_email(e: Spanned<RawEmail>) -> Result<EmailSettings, (Range<usize>, Str
             |v| v.into_inner().into_iter().collect(),
         ),
     })
+}
+
+/// An address as the mailer parses it; the bare `user@domain`.
+fn address(a: &Spanned<String>) -> Result<String, (Range<usize>, String)> {
+    let s = a.get_ref();
+    parse_address(s).map_err(|why| (a.span(), format!("{s:?} is not an email address: {why}")))
 }
 
 fn dependency_cycle(
@@ -536,7 +576,7 @@ verify_after = "0s"
             ),
             (
                 "[email]\nto = [\"not-an-address\"]\n",
-                "/etc/unitwarden/test.toml:2:6: \"not-an-address\" is not an email address",
+                "/etc/unitwarden/test.toml:2:7: \"not-an-address\" is not an email address: invalid input",
             ),
             (
                 "[[unit]]\nname = \"a\"\n[unit.probe]\nhttp = \"http://x/\"\ntcp = \"x:1\"\n",
@@ -560,6 +600,241 @@ verify_after = "0s"
             );
             assert!(!got.contains('\n'), "one line: {got:?}");
         }
+    }
+
+    /// Every rejected value, with the whole one-line message an operator sees.
+    fn rejects(table: &[(&str, &str)]) {
+        for (text, want) in table {
+            let got = parse_str(text).expect_err(text);
+            assert_eq!(
+                got.strip_prefix("/etc/unitwarden/test.toml:"),
+                Some(*want),
+                "for {text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn durations_and_counts_outside_their_bounds_are_rejected_where_written() {
+        rejects(&[
+            (
+                "[daemon]\ninterval = \"0s\"\n",
+                "2:12: interval \"0s\" must be at least 100ms",
+            ),
+            (
+                "[daemon]\ninterval = \"99ms\"\n",
+                "2:12: interval \"99ms\" must be at least 100ms",
+            ),
+            (
+                "[daemon]\ninterval = \"1d 1s\"\n",
+                "2:12: interval \"1d 1s\" must be at most 1d",
+            ),
+            (
+                "[daemon]\ninterval = \"18446744073709551616s\"\n",
+                "2:12: invalid duration \"18446744073709551616s\": number is too large or cannot be represented without a lack of precision (values below 1ns are not supported) (examples: \"500ms\", \"15s\", \"1h30m\", \"7d\")",
+            ),
+            (
+                "[restart]\nbackoff_initial = \"25h\"\n",
+                "2:19: backoff_initial \"25h\" must be at most 1d",
+            ),
+            (
+                "[restart]\nbackoff_max = \"500000000y\"\n",
+                "2:15: backoff_max \"500000000y\" must be at most 1d",
+            ),
+            (
+                "[restart]\nverify_after = \"61m\"\n",
+                "2:16: verify_after \"61m\" must be at most 1h",
+            ),
+            (
+                "[restart]\nreset_after = \"31d\"\n",
+                "2:15: reset_after \"31d\" must be at most 30d",
+            ),
+            (
+                "[restart]\ngive_up_cooldown = \"366d\"\n",
+                "2:20: give_up_cooldown \"366d\" must be at most 365d",
+            ),
+            (
+                "[restart]\nflap_window = \"0s\"\n",
+                "2:15: flap_window \"0s\" must be longer than zero",
+            ),
+            (
+                "[restart]\nflap_window = \"2d\"\n",
+                "2:15: flap_window \"2d\" must be at most 1d",
+            ),
+            (
+                "[restart]\nmax_attempts = 0\n",
+                "2:16: max_attempts must be at least 1",
+            ),
+            (
+                "[restart]\nmax_attempts = -3\n",
+                "2:16: max_attempts must be at least 1",
+            ),
+            (
+                "[restart]\nmax_attempts = 1001\n",
+                "2:16: max_attempts must be at most 1000",
+            ),
+            (
+                "[restart]\nmax_attempts = 9223372036854775807\n",
+                "2:16: max_attempts must be at most 1000",
+            ),
+            (
+                "[restart]\nflap_restarts = 1001\n",
+                "2:17: flap_restarts must be at most 1000",
+            ),
+            (
+                "[restart]\nflap_restarts = -1\n",
+                "2:17: flap_restarts must be at least 0",
+            ),
+            (
+                "[restart]\nbackoff_multiplier = 0.5\n",
+                "2:22: backoff_multiplier must be a number from 1 to 100",
+            ),
+            (
+                "[restart]\nbackoff_multiplier = 100.5\n",
+                "2:22: backoff_multiplier must be a number from 1 to 100",
+            ),
+            (
+                "[restart]\nbackoff_multiplier = nan\n",
+                "2:22: backoff_multiplier must be a number from 1 to 100",
+            ),
+            (
+                "[restart]\nbackoff_multiplier = inf\n",
+                "2:22: backoff_multiplier must be a number from 1 to 100",
+            ),
+            // The same bounds on a unit's own overrides.
+            (
+                "[[unit]]\nname = \"a\"\nverify_after = \"2h\"\n",
+                "3:16: verify_after \"2h\" must be at most 1h",
+            ),
+            (
+                "[[unit]]\nname = \"a\"\nmax_attempts = 5000\n",
+                "3:16: max_attempts must be at most 1000",
+            ),
+            (
+                "[[window]]\nname = \"w\"\nstart = \"07:00\"\nend = \"08:00\"\ninterval = \"10ms\"\n",
+                "5:12: interval \"10ms\" must be at least 100ms",
+            ),
+            (
+                "[[window]]\nname = \"w\"\nstart = \"07:00\"\nend = \"08:00\"\nmin_interval = \"8d\"\n",
+                "5:16: min_interval \"8d\" must be at most 7d",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nsmtp_port = 0\n",
+                "3:13: smtp_port must be at least 1",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nsmtp_port = 65536\n",
+                "3:13: smtp_port must be at most 65535",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nbatch_window = \"2h\"\n",
+                "3:16: batch_window \"2h\" must be at most 1h",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nmin_interval = \"30d\"\n",
+                "3:16: min_interval \"30d\" must be at most 7d",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\njournal_lines = 1001\n",
+                "3:17: journal_lines must be at most 1000",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nremind_after = [\"1h\", \"0s\"]\n",
+                "3:23: remind_after \"0s\" must be longer than zero",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nremind_after = [\"1h\", \"400d\"]\n",
+                "3:23: remind_after \"400d\" must be at most 365d",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\noutbox_max_age = \"0s\"\n",
+                "3:18: outbox_max_age \"0s\" must be longer than zero",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\noutbox_max_age = \"366d\"\n",
+                "3:18: outbox_max_age \"366d\" must be at most 365d",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\ntimeout = \"0s\"\n",
+                "3:11: timeout \"0s\" must be longer than zero",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\ntimeout = \"61m\"\n",
+                "3:11: timeout \"61m\" must be at most 1h",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn addresses_are_those_the_mailer_can_use() {
+        rejects(&[
+            // Accepted before by a looser check, then refused by the mailer at start: email
+            // alerts were off for a config that check-config called valid.
+            (
+                "[email]\nto = [\"ops@-example.com\"]\n",
+                "2:7: \"ops@-example.com\" is not an email address: invalid email domain",
+            ),
+            (
+                "[email]\nto = [\"ops@example..com\"]\n",
+                "2:7: \"ops@example..com\" is not an email address: invalid input",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nfrom = \"unitwarden@[10.0.0.1]\"\n",
+                "3:8: \"unitwarden@[10.0.0.1]\" is not an email address: invalid input",
+            ),
+            (
+                "[email]\nto = [\"a@b\", \"a@b, c@d\"]\n",
+                "2:14: \"a@b, c@d\" is not an email address: invalid input",
+            ),
+            (
+                "[email]\nto = [\"Ops <a@b>\\nBcc: x@y\"]\n",
+                "2:7: \"Ops <a@b>\\nBcc: x@y\" is not an email address: invalid input",
+            ),
+            (
+                "[email]\nto = [\"ops@example.com\", \"Ops <OPS@example.com>\"]\n",
+                "2:26: \"Ops <OPS@example.com>\" is listed twice in to",
+            ),
+            (
+                "[email]\nto = []\n",
+                "2:6: email.to needs at least one address",
+            ),
+        ]);
+        let e = parse_str(
+            "[email]\nto = [\"Ops Team <ops@example.com>\", \"b@c\"]\nfrom = \" u@h \"\n",
+        )
+        .unwrap()
+        .email
+        .unwrap();
+        assert_eq!(e.to, ["Ops Team <ops@example.com>", "b@c"]);
+        crate::alert::email::Mailer::new(&e).expect("what the config takes, the mailer takes");
+    }
+
+    #[test]
+    fn the_bounds_themselves_are_accepted() {
+        let s = parse_str(
+            "[daemon]\ninterval = \"100ms\"\n[restart]\nbackoff_initial = \"1d\"\nbackoff_max = \"24h\"\n\
+             verify_after = \"1h\"\nreset_after = \"30d\"\ngive_up_cooldown = \"365d\"\n\
+             flap_window = \"1d\"\nmax_attempts = 1000\nflap_restarts = 0\nbackoff_multiplier = 100\n\
+             [[window]]\nname = \"w\"\nstart = \"07:00\"\nend = \"08:00\"\ninterval = \"1d\"\nmin_interval = \"7d\"\n\
+             [[unit]]\nname = \"a\"\n\
+             [email]\nto = [\"a@b\"]\nsmtp_port = 65535\nbatch_window = \"1h\"\nmin_interval = \"0s\"\n\
+             journal_lines = 1000\nremind_after = [\"365d\"]\noutbox_max_age = \"365d\"\ntimeout = \"1h\"\n",
+        )
+        .unwrap();
+        let p = &s.units[0].policy;
+        assert_eq!(p.max_attempts, 1000);
+        assert_eq!(p.backoff_multiplier, 100.0);
+        assert_eq!(p.give_up_cooldown, Some(Duration::from_secs(365 * 86_400)));
+        assert_eq!(s.daemon.interval, Duration::from_millis(100));
+        // The largest delays they give stay within backoff_max and its jitter.
+        for attempt in 1..=p.max_attempts {
+            for jitter in [-1.0, 0.0, 1.0] {
+                let d = crate::policy::backoff(p, attempt, jitter);
+                assert!(d <= p.backoff_max.mul_f64(1.1), "{attempt}: {d:?}");
+            }
+        }
+        let e = s.email.unwrap();
+        assert_eq!((e.smtp_port, e.journal_lines), (65535, 1000));
     }
 
     #[test]
@@ -622,10 +897,6 @@ verify_after = "0s"
             (
                 "[email]\nto = [\"a@b\"]\ntls_verify = false\nca_file = \"/ca.pem\"\n",
                 "/etc/unitwarden/test.toml:3:14: tls_verify = false ignores ca_file",
-            ),
-            (
-                "[email]\nto = [\"a@b\"]\ntimeout = \"0s\"\n",
-                "/etc/unitwarden/test.toml:3:11: duration \"0s\" must be longer than zero",
             ),
             (
                 "[email]\nto = [\"a@b\"]\nnotify_on = [\"gave-up\"]\n",
