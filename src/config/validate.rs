@@ -166,6 +166,12 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
         for dep in u.depends_on {
             let span = dep.span();
             let name = UnitName::parse(dep.get_ref()).map_err(|m| err(Some(span.clone()), m))?;
+            if depends_on.contains(&name) {
+                return Err(err(
+                    Some(span),
+                    format!("{pattern} lists {name} twice in depends_on"),
+                ));
+            }
             deps_spans.push((pattern.clone(), name.clone(), span));
             depends_on.push(name);
         }
@@ -761,6 +767,42 @@ verify_after = "0s"
             (
                 "[email]\nto = [\"a@b\"]\ntimeout = \"61m\"\n",
                 "3:11: timeout \"61m\" must be at most 1h",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn unit_names_are_checked_where_written() {
+        let chars = "systemd allows ASCII letters, digits and \":-_.\\@\"";
+        rejects(&[
+            (
+                "[[unit]]\nname = \"ng inx\"\n",
+                &format!("2:8: unit name \"ng inx\" contains ' '; {chars}"),
+            ),
+            (
+                &format!("[[unit]]\nname = \"{}\"\n", "x".repeat(250)),
+                &format!(
+                    "2:8: unit name \"{}\" is 258 characters long with its suffix; systemd allows at most 255",
+                    "x".repeat(250)
+                ),
+            ),
+            (
+                "[[unit]]\nname = \"web\\u001b[2J*\"\n",
+                &format!(
+                    "2:8: glob \"web\\u{{1b}}[2J*\" contains '\\u{{1b}}'; {chars} (and \"*?[]!^\" in a glob)"
+                ),
+            ),
+            (
+                "[[unit]]\nname = \"db\"\n[[unit]]\nname = \"a\"\ndepends_on = [\"db\", \"d b\"]\n",
+                &format!("5:21: unit name \"d b\" contains ' '; {chars}"),
+            ),
+            (
+                "[[unit]]\nname = \"db\"\n[[unit]]\nname = \"a\"\ndepends_on = [\"db\", \"db.service\"]\n",
+                "5:21: a.service lists db.service twice in depends_on",
+            ),
+            (
+                "[[unit]]\nname = \"a\"\ndepends_on = [\"getty@\"]\n",
+                "3:15: \"getty@\" is a template, not a unit: name an instance (\"getty@tty1\") or use a glob (\"getty@*\")",
             ),
         ]);
     }
