@@ -43,13 +43,13 @@ pub(super) struct RawConfig {
 pub(super) struct RawDaemon {
     pub(super) bus: Option<BusKind>,
     pub(super) interval: Option<Dur<Interval>>,
-    pub(super) log_dir: Option<PathBuf>,
+    pub(super) log_dir: Option<AbsPath>,
     pub(super) log_rotation: Option<Rotation>,
     pub(super) log_keep: Option<Spanned<usize>>,
     pub(super) log_level: Option<LogLevel>,
     pub(super) log_format: Option<LogFormat>,
-    pub(super) state_dir: Option<PathBuf>,
-    pub(super) control_socket: Option<Spanned<PathBuf>>,
+    pub(super) state_dir: Option<AbsPath>,
+    pub(super) control_socket: Option<Spanned<AbsPath>>,
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -72,7 +72,7 @@ pub(super) struct RawRestart {
 #[cfg_attr(test, derive(Debug))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawWindow {
-    pub(super) name: Spanned<String>,
+    pub(super) name: Spanned<Text>,
     pub(super) days: Option<Vec<Day>>,
     pub(super) start: HhMm,
     pub(super) end: Spanned<HhMm>,
@@ -121,19 +121,19 @@ pub(super) struct RawProbe {
 #[cfg_attr(test, derive(Debug))]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawEmail {
-    pub(super) smtp_host: Option<String>,
+    pub(super) smtp_host: Option<Host>,
     pub(super) smtp_port: Option<Num<SmtpPort>>,
     pub(super) tls: Option<Spanned<Tls>>,
     pub(super) tls_verify: Option<Spanned<bool>>,
-    pub(super) ca_file: Option<PathBuf>,
+    pub(super) ca_file: Option<AbsPath>,
     pub(super) timeout: Option<Dur<Timeout>>,
-    pub(super) username: Option<String>,
-    pub(super) password_file: Option<PathBuf>,
+    pub(super) username: Option<Spanned<Text>>,
+    pub(super) password_file: Option<AbsPath>,
     pub(super) password: Option<String>,
     // Parsed in validate.rs by the mailer's own parser, at each entry's position.
     pub(super) from: Option<Spanned<String>>,
     pub(super) to: Spanned<Vec<Spanned<String>>>,
-    pub(super) subject_prefix: Option<String>,
+    pub(super) subject_prefix: Option<Text>,
     pub(super) batch_window: Option<Dur<BatchWindow>>,
     pub(super) min_interval: Option<Dur<MinInterval>>,
     pub(super) journal_lines: Option<Num<JournalLines>>,
@@ -348,6 +348,47 @@ string_newtype!(Tz((String, jiff::tz::TimeZone)), |s| {
         })
 });
 string_newtype!(Pattern(UnitPattern), UnitPattern::parse);
+string_newtype!(
+    /// Text that ends up in log lines, `STATUS=`, email headers and `check-config`'s output:
+    /// a name, a user, a prefix. A control character there could end a line early.
+    Text(String),
+    |s| match control_char(s) {
+        Some(c) => Err(format!("{s:?} contains the control character {c:?}")),
+        None => Ok(s.to_string()),
+    }
+);
+string_newtype!(
+    /// An absolute path: the service's working directory is `/`, so a relative path would not
+    /// name what it named where `check-config` ran.
+    AbsPath(PathBuf),
+    |s| match control_char(s) {
+        Some(c) => Err(format!("path {s:?} contains the control character {c:?}")),
+        None if !s.starts_with('/') => Err(format!("path {s:?} must be absolute")),
+        None => Ok(PathBuf::from(s)),
+    }
+);
+string_newtype!(
+    /// The SMTP server: a host name or an IP address, given to the resolver and, with TLS, the
+    /// certificate check as it is.
+    Host(String),
+    |s| match (s.is_empty(), s.chars().find(|c| c.is_whitespace() || is_control(*c))) {
+        (true, _) => Err("smtp_host is empty".to_string()),
+        (_, Some(c)) => Err(format!("smtp_host {s:?} contains {c:?}")),
+        _ if s.len() > 253 => Err(format!("smtp_host is {} characters long; a host name has at most 253", s.len())),
+        _ => Ok(s.to_string()),
+    }
+);
+
+/// Control characters, and the Unicode line and paragraph separators that some readers (a
+/// JavaScript parser, a terminal's log viewer) take for line breaks.
+pub(super) fn is_control(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+/// The first character of `s` that must not be in a name.
+pub(super) fn control_char(s: &str) -> Option<char> {
+    s.chars().find(|c| is_control(*c))
+}
 
 /// A count that must be at least 1.
 #[derive(Clone, Copy, Debug)]

@@ -53,16 +53,21 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
         bus: d.bus.unwrap_or(BusKind::System),
         interval: d.interval.map_or(Duration::from_secs(60), |d| d.0),
         log: LogSettings {
-            dir: Some(d.log_dir.unwrap_or_else(|| "/var/log/unitwarden".into())),
+            dir: Some(
+                d.log_dir
+                    .map_or_else(|| "/var/log/unitwarden".into(), |p| p.0),
+            ),
             rotation: d.log_rotation.unwrap_or(Rotation::Daily),
             keep: log_keep,
             level: d.log_level.unwrap_or(LogLevel::Info),
             format: d.log_format.unwrap_or(LogFormat::Text),
         },
-        state_dir: d.state_dir.unwrap_or_else(|| "/var/lib/unitwarden".into()),
+        state_dir: d
+            .state_dir
+            .map_or_else(|| "/var/lib/unitwarden".into(), |p| p.0),
         control_socket: d
             .control_socket
-            .map(|c| c.into_inner())
+            .map(|c| c.into_inner().0)
             .unwrap_or_else(|| "/run/unitwarden/control.sock".into()),
     };
 
@@ -75,13 +80,13 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
     for w in raw.windows {
         let span = w.span();
         let w = w.into_inner();
-        if !window_names.insert(w.name.get_ref().clone()) {
+        if !window_names.insert(w.name.get_ref().0.clone()) {
             return Err(err(
                 Some(w.name.span()),
-                format!("window {:?} is defined twice", w.name.get_ref()),
+                format!("window {:?} is defined twice", w.name.get_ref().0),
             ));
         }
-        if w.name.get_ref().trim().is_empty() {
+        if w.name.get_ref().0.trim().is_empty() {
             return Err(err(Some(w.name.span()), "window name is empty".into()));
         }
         if w.start.0 == w.end.get_ref().0 {
@@ -112,7 +117,7 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
             None => (None, jiff::tz::TimeZone::system()),
         };
         windows.push(Window {
-            name: w.name.into_inner(),
+            name: w.name.into_inner().0,
             days,
             start: w.start.0,
             end: w.end.into_inner().0,
@@ -397,6 +402,12 @@ fn build_email(e: Spanned<RawEmail>) -> Result<EmailSettings, (Range<usize>, Str
             a
         }
     };
+    let username = match e.username {
+        Some(u) if u.get_ref().0.is_empty() => {
+            return Err((u.span(), "username is empty".into()));
+        }
+        u => u.map(|u| u.into_inner().0),
+    };
     let mut to = Vec::new();
     let mut bare = BTreeSet::new();
     for t in e.to.get_ref() {
@@ -413,19 +424,21 @@ fn build_email(e: Spanned<RawEmail>) -> Result<EmailSettings, (Range<usize>, Str
             .collect::<Result<_, _>>()?,
     };
     Ok(EmailSettings {
-        smtp_host: e.smtp_host.unwrap_or_else(|| "localhost".into()),
+        smtp_host: e.smtp_host.map_or_else(|| "localhost".into(), |h| h.0),
         // Within 1..=65535 (raw::SmtpPort).
         smtp_port: e.smtp_port.map_or(25, |p| p.0 as u16),
         tls,
         tls_verify,
-        ca_file: e.ca_file,
+        ca_file: e.ca_file.map(|p| p.0),
         timeout: e.timeout.map_or(Duration::from_secs(30), |d| d.0),
-        username: e.username,
-        password_file: e.password_file,
+        username,
+        password_file: e.password_file.map(|p| p.0),
         password: e.password,
         from,
         to,
-        subject_prefix: e.subject_prefix.unwrap_or_else(|| "[unitwarden]".into()),
+        subject_prefix: e
+            .subject_prefix
+            .map_or_else(|| "[unitwarden]".into(), |t| t.0),
         batch_window: e.batch_window.map_or(Duration::from_secs(30), |d| d.0),
         min_interval: e.min_interval.map_or(Duration::from_secs(900), |d| d.0),
         journal_lines: e.journal_lines.map_or(20, |n| n.0),
@@ -805,6 +818,92 @@ verify_after = "0s"
                 "3:15: \"getty@\" is a template, not a unit: name an instance (\"getty@tty1\") or use a glob (\"getty@*\")",
             ),
         ]);
+    }
+
+    #[test]
+    fn paths_are_absolute_and_text_is_free_of_control_characters() {
+        rejects(&[
+            (
+                "[daemon]\nstate_dir = \"state\"\n",
+                "2:13: path \"state\" must be absolute",
+            ),
+            (
+                "[daemon]\nlog_dir = \"\"\n",
+                "2:11: path \"\" must be absolute",
+            ),
+            (
+                "[daemon]\nlog_dir = \"/var/log/\\nx\"\n",
+                "2:11: path \"/var/log/\\nx\" contains the control character '\\n'",
+            ),
+            // Checked before it is refused as a feature of a later release.
+            (
+                "[daemon]\ncontrol_socket = \"run/u.sock\"\n",
+                "2:18: path \"run/u.sock\" must be absolute",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nusername = \"u\"\npassword_file = \"pw\"\n",
+                "4:17: path \"pw\" must be absolute",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nca_file = \"ca.pem\"\n",
+                "3:11: path \"ca.pem\" must be absolute",
+            ),
+            (
+                "[[window]]\nname = \"rush\\r\\nREADY=1\"\nstart = \"07:00\"\nend = \"08:00\"\n",
+                "2:8: \"rush\\r\\nREADY=1\" contains the control character '\\r'",
+            ),
+            (
+                "[[window]]\nname = \"rush\\u2028\"\nstart = \"07:00\"\nend = \"08:00\"\n",
+                "2:8: \"rush\\u{2028}\" contains the control character '\\u{2028}'",
+            ),
+            (
+                "[[window]]\nname = \"rush\\u001b[31m\"\nstart = \"07:00\"\nend = \"08:00\"\n",
+                "2:8: \"rush\\u{1b}[31m\" contains the control character '\\u{1b}'",
+            ),
+            (
+                "[[window]]\nname = \" \"\nstart = \"07:00\"\nend = \"08:00\"\n",
+                "2:8: window name is empty",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nsmtp_host = \"\"\n",
+                "3:13: smtp_host is empty",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nsmtp_host = \"mail example.com\"\n",
+                "3:13: smtp_host \"mail example.com\" contains ' '",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nsmtp_host = \"mx\\u0000\"\n",
+                "3:13: smtp_host \"mx\\0\" contains '\\0'",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nusername = \"u\\nAUTH x\"\n",
+                "3:12: \"u\\nAUTH x\" contains the control character '\\n'",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nusername = \"\"\n",
+                "3:12: username is empty",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nsubject_prefix = \"[uw]\\r\\nBcc: x@y\"\n",
+                "3:18: \"[uw]\\r\\nBcc: x@y\" contains the control character '\\r'",
+            ),
+        ]);
+        let long = format!(
+            "[email]\nto = [\"a@b\"]\nsmtp_host = \"{}\"\n",
+            "a".repeat(254)
+        );
+        rejects(&[(
+            &long,
+            "3:13: smtp_host is 254 characters long; a host name has at most 253",
+        )]);
+        // Non-ASCII text is fine where it is only text.
+        let s = parse_str(
+            "[[window]]\nname = \"pazartesi sabahı\"\nstart = \"07:00\"\nend = \"08:00\"\n\
+             [email]\nto = [\"a@b\"]\nsubject_prefix = \"[nöbet]\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.calendar.windows[0].name, "pazartesi sabahı");
     }
 
     #[test]
