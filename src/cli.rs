@@ -67,7 +67,7 @@ pub fn main() -> ExitCode {
 /// file).
 fn print_warnings(settings: &Settings) {
     for w in settings.warnings() {
-        eprintln!("{}: warning: {w}", settings.path.display());
+        eprintln!("{}: warning: {w}", crate::text::path(&settings.path));
     }
 }
 
@@ -139,7 +139,7 @@ async fn run(settings: Settings) -> ExitCode {
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %settings.path.display(), "unitwarden starting");
     for w in settings.warnings() {
-        tracing::warn!("{}: {w}", settings.path.display());
+        tracing::warn!("{}: {w}", crate::text::path(&settings.path));
     }
     let (alerts, delivery) = start_alerts(&settings);
     let outcome = monitor::run(settings, Some(log.clone()), alerts, shutdown, rx).await;

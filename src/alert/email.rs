@@ -496,6 +496,61 @@ mod tests {
         assert!(envelope(&s).is_ok());
     }
 
+    /// Nothing in a subject can add a header: lettre encodes a subject with control characters
+    /// as one RFC 2047 encoded word. Addresses never carry any: the config refuses them.
+    #[test]
+    fn a_subject_cannot_add_a_header() {
+        let m = Mailer::new(&settings("")).unwrap();
+        for subject in [
+            "[uw] web-1: x\r\nBcc: evil@example.net",
+            "[uw] x\nBcc: evil@example.net\n\nbody",
+            "[uw] x\0\u{1b}[2J\u{2028}\u{2029}",
+            "[uw] =?utf-8?b?QmNjOiBldmls?= \"quoted\" \\",
+        ] {
+            let s = m
+                .compose(&Compose {
+                    message_id: "<a@x>",
+                    date: "2026-11-23T05:00:00Z".parse().unwrap(),
+                    subject,
+                    body: "body\n",
+                    in_reply_to: None,
+                    references: &[],
+                })
+                .unwrap();
+            let head = s.message.split("\r\n\r\n").next().unwrap();
+            let mut names: Vec<&str> = head
+                .split("\r\n")
+                .filter(|l| !l.starts_with([' ', '\t']))
+                .map(|l| l.split(':').next().unwrap())
+                .collect();
+            names.sort_unstable();
+            assert_eq!(
+                names,
+                [
+                    "Auto-Submitted",
+                    "Content-Transfer-Encoding",
+                    "Content-Type",
+                    "Date",
+                    "From",
+                    "Message-ID",
+                    "Subject",
+                    "To",
+                    "User-Agent",
+                ],
+                "{subject:?}:\n{head}"
+            );
+            assert!(!head.contains("Bcc"), "{head}");
+            assert!(head.is_ascii(), "{head}");
+        }
+        for bad in [
+            "Ops\r\nBcc: e@x <a@b>",
+            "a@b\nBcc: e@x",
+            "\"O\r\nBcc: e@x\" <a@b>",
+        ] {
+            assert!(parse_address(bad).is_err(), "{bad:?}");
+        }
+    }
+
     #[test]
     fn the_environment_wins_over_the_password_file_and_newlines_are_trimmed() {
         let dir = tempfile::tempdir().unwrap();

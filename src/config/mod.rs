@@ -236,7 +236,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Reads and validates the file at `path`: a regular file of at most 1 MiB ([`read_text`]).
 pub fn load(path: &Path) -> Result<Settings, ConfigError> {
     let text = read_text(path).map_err(|e| ConfigError::Read {
-        path: path.display().to_string(),
+        path: crate::text::path(path),
         reason: e.to_string(),
     })?;
     parse(path, &text)

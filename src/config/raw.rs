@@ -13,6 +13,7 @@ use toml::Spanned;
 use super::{BusKind, Tls, parse_duration};
 use crate::alert::EventKind;
 use crate::logging::{LogFormat, LogLevel, Rotation};
+use crate::text::is_control;
 use crate::unit::UnitPattern;
 use crate::window;
 
@@ -379,14 +380,8 @@ string_newtype!(
     }
 );
 
-/// Control characters, and the Unicode line and paragraph separators that some readers (a
-/// JavaScript parser, a terminal's log viewer) take for line breaks.
-pub(super) fn is_control(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
-}
-
 /// The first character of `s` that must not be in a name.
-pub(super) fn control_char(s: &str) -> Option<char> {
+fn control_char(s: &str) -> Option<char> {
     s.chars().find(|c| is_control(*c))
 }
 

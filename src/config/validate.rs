@@ -26,7 +26,7 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
     let err = |span: Option<Range<usize>>, message: String| {
         let (line, col) = line_col(text, span.map(|s| s.start).unwrap_or(0));
         ConfigError::Invalid {
-            path: path.display().to_string(),
+            path: crate::text::path(path),
             line,
             col,
             message,
