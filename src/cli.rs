@@ -43,7 +43,7 @@ pub fn main() -> ExitCode {
                 crate::window::format_upcoming(
                     &settings.calendar,
                     jiff::Timestamp::now(),
-                    next,
+                    usize::from(next),
                     &host
                 )
             );
@@ -233,6 +233,31 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn windows_next_is_bounded_with_a_usage_error() {
+        let n = |arg: &str| match Cli::try_parse_from(["unitwarden", "windows", "--next", arg]) {
+            Ok(Cli {
+                command: Cmd::Windows { next },
+                ..
+            }) => Ok(next),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(n("1").unwrap(), 1);
+        assert_eq!(n("1000").unwrap(), 1000);
+        for bad in ["0", "1001", "18446744073709551616", "-1", "x"] {
+            let e = n(bad).unwrap_err();
+            // main prints it to stderr and exits 2.
+            assert!(e.use_stderr(), "{bad}");
+            assert_eq!(e.exit_code(), i32::from(EXIT_CONFIG), "{bad}");
+        }
+        let e = n("1001").unwrap_err().to_string();
+        assert!(
+            e.contains("invalid value '1001' for '--next <N>': 1001 is not in 1..=1000"),
+            "{e}"
+        );
     }
 
     #[test]
