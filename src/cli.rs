@@ -29,11 +29,13 @@ pub fn main() -> ExitCode {
     match cli.command {
         Cmd::CheckConfig => {
             print!("{}", settings.summary());
-            print_warnings(&settings);
+            print_warnings(&settings, settings.warnings());
             ExitCode::SUCCESS
         }
         Cmd::TestEmail => {
-            print_warnings(&settings);
+            // Only the email's: a config without units is a fine one to test email with.
+            let email = settings.email.iter().flat_map(|e| e.warnings());
+            print_warnings(&settings, email);
             with_runtime(test_email(settings))
         }
         Cmd::Windows { next } => {
@@ -65,8 +67,8 @@ pub fn main() -> ExitCode {
 
 /// Settings that work but deserve attention (no units, inline password, readable password
 /// file).
-fn print_warnings(settings: &Settings) {
-    for w in settings.warnings() {
+fn print_warnings(settings: &Settings, warnings: impl IntoIterator<Item = String>) {
+    for w in warnings {
         eprintln!("{}: warning: {w}", crate::text::path(&settings.path));
     }
 }
