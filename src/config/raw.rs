@@ -2,7 +2,6 @@
 //! in the small `Deserialize` newtypes, so toml reports them at the offending value;
 //! cross-field checks are left to `validate`, which reads the `Spanned` positions kept here.
 
-use std::fmt;
 use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -159,24 +158,26 @@ macro_rules! string_newtype {
     };
 }
 
-/// What a duration key may hold. Every duration has an upper bound, so that no deadline
-/// computed from it (an `Instant` or a `Timestamp` plus the duration) can overflow, and no
-/// value is accepted that only a typo would give (a `verify_after` of a month).
-pub(super) trait Limit {
+/// What a key may hold: its name, for messages, and its bounds. Every duration has an upper
+/// bound, so that no deadline computed from it (an `Instant` or a `Timestamp` plus the
+/// duration) can overflow, and none is accepted that only a typo would give (a `verify_after`
+/// of a month); counts are bounded where a large one costs memory or time.
+pub(super) trait Bounds<T> {
     const KEY: &'static str;
-    /// Zero where zero means "at once"; more where zero would make the loop spin.
-    const MIN: Duration;
-    const MAX: Duration;
+    /// For durations, zero where zero means "at once"; more where zero would make a loop spin.
+    const MIN: T;
+    const MAX: T;
 }
 
-macro_rules! limits {
-    ($($(#[$doc:meta])* $name:ident = $key:literal, $min:expr, $max:expr;)*) => {$(
+macro_rules! bounds {
+    ($t:ty; $($(#[$doc:meta])* $name:ident = $key:literal, $min:expr, $max:expr;)*) => {$(
         $(#[$doc])*
+        #[derive(Clone, Debug)]
         pub(super) enum $name {}
-        impl Limit for $name {
+        impl Bounds<$t> for $name {
             const KEY: &'static str = $key;
-            const MIN: Duration = $min;
-            const MAX: Duration = $max;
+            const MIN: $t = $min;
+            const MAX: $t = $max;
         }
     )*};
 }
@@ -188,7 +189,7 @@ const fn days(n: u64) -> Duration {
     Duration::from_secs(n * 86_400)
 }
 
-limits! {
+bounds! { Duration;
     /// Polling: more often than ten times a second is a busy loop, not a safety net.
     Interval = "interval", Duration::from_millis(100), DAY;
     BackoffInitial = "backoff_initial", Duration::ZERO, DAY;
@@ -205,22 +206,20 @@ limits! {
     Timeout = "timeout", NONZERO, HOUR;
 }
 
+bounds! { i64;
+    MaxAttempts = "max_attempts", 1, 1000;
+    /// 0 turns flapping reports off.
+    FlapRestarts = "flap_restarts", 0, 1000;
+    /// Lines of `journalctl` in each email.
+    JournalLines = "journal_lines", 0, 1000;
+    SmtpPort = "smtp_port", 1, 65535;
+}
+
 /// A humantime duration within the bounds of the key `L`.
-pub(super) struct Dur<L>(pub(super) Duration, PhantomData<fn() -> L>);
+#[derive(Clone, Debug)]
+pub(super) struct Dur<L>(pub(super) Duration, PhantomData<L>);
 
-impl<L> Clone for Dur<L> {
-    fn clone(&self) -> Self {
-        Dur(self.0, PhantomData)
-    }
-}
-
-impl<L> fmt::Debug for Dur<L> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Dur").field(&self.0).finish()
-    }
-}
-
-impl<'de, L: Limit> Deserialize<'de> for Dur<L> {
+impl<'de, L: Bounds<Duration>> Deserialize<'de> for Dur<L> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         bounded::<L>(&s)
@@ -229,7 +228,7 @@ impl<'de, L: Limit> Deserialize<'de> for Dur<L> {
     }
 }
 
-pub(super) fn bounded<L: Limit>(s: &str) -> Result<Duration, String> {
+pub(super) fn bounded<L: Bounds<Duration>>(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     let key = L::KEY;
     if d < L::MIN {
@@ -246,7 +245,7 @@ pub(super) fn bounded<L: Limit>(s: &str) -> Result<Duration, String> {
 }
 
 /// A bound as one would write it in the config: `100ms`, `1h`, `365d`.
-pub(super) fn words(d: Duration) -> String {
+fn words(d: Duration) -> String {
     let s = d.as_secs();
     match (s, d.subsec_nanos()) {
         (0, _) => format!("{}ms", d.as_millis()),
@@ -272,50 +271,11 @@ impl<'de> Deserialize<'de> for Cooldown {
     }
 }
 
-/// What a count key may hold.
-pub(super) trait Bounds {
-    const KEY: &'static str;
-    const MIN: i64;
-    const MAX: i64;
-}
-
-macro_rules! ranges {
-    ($($(#[$doc:meta])* $name:ident = $key:literal, $min:expr, $max:expr;)*) => {$(
-        $(#[$doc])*
-        pub(super) enum $name {}
-        impl Bounds for $name {
-            const KEY: &'static str = $key;
-            const MIN: i64 = $min;
-            const MAX: i64 = $max;
-        }
-    )*};
-}
-
-ranges! {
-    MaxAttempts = "max_attempts", 1, 1000;
-    /// 0 turns flapping reports off.
-    FlapRestarts = "flap_restarts", 0, 1000;
-    /// Lines of `journalctl` in each email.
-    JournalLines = "journal_lines", 0, 1000;
-    SmtpPort = "smtp_port", 1, 65535;
-}
-
 /// An integer within the bounds of the key `R`.
-pub(super) struct Num<R>(pub(super) u32, PhantomData<fn() -> R>);
+#[derive(Clone, Debug)]
+pub(super) struct Num<R>(pub(super) u32, PhantomData<R>);
 
-impl<R> Clone for Num<R> {
-    fn clone(&self) -> Self {
-        Num(self.0, PhantomData)
-    }
-}
-
-impl<R> fmt::Debug for Num<R> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Num").field(&self.0).finish()
-    }
-}
-
-impl<'de, R: Bounds> Deserialize<'de> for Num<R> {
+impl<'de, R: Bounds<i64>> Deserialize<'de> for Num<R> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         // TOML integers are i64: read them whole, so a negative or huge value gets the same
         // message as one just out of range.
