@@ -11,6 +11,9 @@ pub const DEFAULT_CONFIG: &str = "/etc/unitwarden/unitwarden.toml";
 /// The system account the package creates for least-privilege mode.
 pub const DEFAULT_SERVICE_USER: &str = "unitwarden";
 
+/// The most transitions `windows --next N` prints.
+pub const MAX_WINDOWS_NEXT: i64 = 1000;
+
 /// Exit code for an invalid config or invalid arguments.
 pub const EXIT_CONFIG: u8 = 2;
 
@@ -46,9 +49,12 @@ pub enum Cmd {
     Once,
     /// Print the next critical window starts and ends
     Windows {
-        /// How many transitions to print
-        #[arg(long, default_value_t = 5, value_name = "N")]
-        next: usize,
+        /// How many transitions to print, 1 to 1000
+        // Bounded: the calendar walks up to eight days per transition asked for, so a huge N
+        // would run for hours.
+        #[arg(long, default_value_t = 5, value_name = "N",
+              value_parser = clap::value_parser!(u16).range(1..=MAX_WINDOWS_NEXT))]
+        next: u16,
     },
     /// Send one test email now and print the SMTP result (exit 0 sent, 1 failed)
     TestEmail,

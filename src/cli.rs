@@ -36,11 +36,13 @@ pub fn main() -> ExitCode {
     match cli.command {
         Cmd::CheckConfig => {
             print!("{}", settings.summary());
-            print_email_warnings(&settings);
+            print_warnings(&settings, settings.warnings());
             ExitCode::SUCCESS
         }
         Cmd::TestEmail => {
-            print_email_warnings(&settings);
+            // Only the email's: a config without units is a fine one to test email with.
+            let email = settings.email.iter().flat_map(|e| e.warnings());
+            print_warnings(&settings, email);
             with_runtime(test_email(settings))
         }
         Cmd::Windows { next } => {
@@ -50,7 +52,7 @@ pub fn main() -> ExitCode {
                 crate::window::format_upcoming(
                     &settings.calendar,
                     jiff::Timestamp::now(),
-                    next,
+                    usize::from(next),
                     &host
                 )
             );
@@ -156,10 +158,11 @@ fn control(cli: &Cli, request: Request) -> ExitCode {
     }
 }
 
-/// Email settings that work but deserve attention (inline password, readable password file).
-fn print_email_warnings(settings: &Settings) {
-    for w in settings.email.iter().flat_map(|e| e.warnings()) {
-        eprintln!("{}: warning: {w}", settings.path.display());
+/// Settings that work but deserve attention (no units, inline password, readable password
+/// file).
+fn print_warnings(settings: &Settings, warnings: impl IntoIterator<Item = String>) {
+    for w in warnings {
+        eprintln!("{}: warning: {w}", crate::text::path(&settings.path));
     }
 }
 
@@ -230,6 +233,9 @@ async fn run(settings: Settings) -> ExitCode {
         }
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %settings.path.display(), "unitwarden starting");
+    for w in settings.warnings() {
+        tracing::warn!("{}: {w}", crate::text::path(&settings.path));
+    }
     let (alerts, delivery) = start_alerts(&settings);
     let socket = settings.daemon.control_socket.clone();
     let (ask_tx, ask_rx) = tokio::sync::mpsc::channel(16);
@@ -343,6 +349,31 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn windows_next_is_bounded_with_a_usage_error() {
+        let n = |arg: &str| match Cli::try_parse_from(["unitwarden", "windows", "--next", arg]) {
+            Ok(Cli {
+                command: Cmd::Windows { next },
+                ..
+            }) => Ok(next),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(n("1").unwrap(), 1);
+        assert_eq!(n("1000").unwrap(), 1000);
+        for bad in ["0", "1001", "18446744073709551616", "-1", "x"] {
+            let e = n(bad).unwrap_err();
+            // main prints it to stderr and exits 2.
+            assert!(e.use_stderr(), "{bad}");
+            assert_eq!(e.exit_code(), i32::from(EXIT_CONFIG), "{bad}");
+        }
+        let e = n("1001").unwrap_err().to_string();
+        assert!(
+            e.contains("invalid value '1001' for '--next <N>': 1001 is not in 1..=1000"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -81,4 +81,28 @@ mod tests {
         assert_eq!(now.instant_of(later.wall) - now.at, Duration::from_secs(90));
         assert_eq!(later.instant_of(now.wall), later.at, "the past is now");
     }
+
+    /// Whatever a config or a state file holds, no deadline computation panics: the far end
+    /// of either clock is "never", the near end is "now".
+    #[test]
+    fn extreme_instants_and_durations_saturate() {
+        let now = Now {
+            at: Instant::now(),
+            wall: Timestamp::now(),
+        };
+        for d in [Duration::ZERO, Duration::from_secs(u64::MAX), Duration::MAX] {
+            assert!(now.after(d) >= now.at);
+            assert!(now.advanced(d).wall >= now.wall);
+            assert!(later(now.after(Duration::MAX), d) >= now.at);
+            assert!(add(Timestamp::MAX, d) == Timestamp::MAX);
+        }
+        assert!(now.instant_of(Timestamp::MAX) > now.at);
+        assert_eq!(now.instant_of(Timestamp::MIN), now.at);
+        let edge = Now {
+            at: now.at,
+            wall: Timestamp::MAX,
+        };
+        assert_eq!(edge.advanced(Duration::MAX).wall, Timestamp::MAX);
+        assert_eq!(edge.instant_of(Timestamp::MIN), now.at);
+    }
 }

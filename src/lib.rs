@@ -16,5 +16,6 @@ pub mod policy;
 pub mod polkit;
 pub mod state;
 pub mod systemd;
+pub mod text;
 pub mod unit;
 pub mod window;

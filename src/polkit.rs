@@ -73,8 +73,8 @@ polkit.addRule(function(action, subject) {{
     return polkit.Result.NOT_HANDLED;
 }});
 "#,
-        config_comment = one_line(&config),
-        user_comment = one_line(user),
+        config_comment = comment(&config),
+        user_comment = comment(user),
         action = js_string(ACTION),
         user = js_string(user),
         verbs = verbs.join(" || "),
@@ -83,8 +83,10 @@ polkit.addRule(function(action, subject) {{
     )
 }
 
-/// A JavaScript string literal: JSON's quoting is valid JavaScript, and `<`, `>` and the
-/// line separators U+2028/U+2029 are escaped as well so nothing can end the literal early.
+/// A JavaScript string literal: JSON's quoting is valid JavaScript; every character outside a
+/// short list of printable ASCII is written as `\uXXXX` (`<`, `>`, control characters, every
+/// non-ASCII character including the line separators U+2028/U+2029), so nothing can end the
+/// literal or the line early, whatever the polkit JavaScript engine.
 fn js_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
@@ -95,23 +97,34 @@ fn js_string(s: &str) -> String {
             c if c.is_ascii_alphanumeric() || " .-_@:/*?[]!^$(){}|+=,;#%&'~".contains(c) => {
                 out.push(c)
             }
-            c => {
-                let mut buf = [0u16; 2];
-                for unit in c.encode_utf16(&mut buf) {
-                    out.push_str(&format!("\\u{unit:04x}"));
-                }
-            }
+            c => push_escape(&mut out, c),
         }
     }
     out.push('"');
     out
 }
 
-/// Text for a `//` comment: no line break may end the comment early.
-fn one_line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+/// Text for a `//` comment: printable ASCII as it is, everything else as `\uXXXX`, so no line
+/// break (`\n`, `\r`, U+2028, U+2029) can end the comment and turn the rest into code.
+fn comment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_ascii() && !c.is_ascii_control() {
+            out.push(c);
+        } else {
+            push_escape(&mut out, c);
+        }
+    }
+    out
+}
+
+/// `c` as JavaScript's `\uXXXX` escapes of its UTF-16 code units.
+fn push_escape(out: &mut String, c: char) {
+    use std::fmt::Write;
+    let mut buf = [0u16; 2];
+    for unit in c.encode_utf16(&mut buf) {
+        let _ = write!(out, "\\u{unit:04x}");
+    }
 }
 
 /// Regular expression characters that must be escaped to stand for themselves.
@@ -149,28 +162,38 @@ pub fn glob_to_regex(glob: &str) -> String {
 }
 
 /// The regex class for a glob class at the start of `pat` and the glob class's length, or
-/// `None` when the `[` has no closing `]`.
+/// `None` when the `[` has no closing `]`. Always a valid JavaScript class: a range whose ends
+/// are reversed (`[z-a]`), a SyntaxError in JavaScript, matches nothing in fnmatch(3) and in
+/// `UnitPattern`, so it is left out; a class left empty is written so that it matches nothing
+/// (or, negated, any character), without relying on `[]` and `[^]`.
 fn class_to_regex(pat: &[char]) -> Option<(String, usize)> {
     let mut j = 1;
-    let mut class = String::from("[");
-    if matches!(pat.get(j), Some('!' | '^')) {
-        class.push('^');
+    let negate = matches!(pat.get(j), Some('!' | '^'));
+    if negate {
         j += 1;
     }
+    let mut members = String::new();
     let mut first = true;
     while j < pat.len() {
         if pat[j] == ']' && !first {
-            class.push(']');
+            let class = match (members.is_empty(), negate) {
+                (false, false) => format!("[{members}]"),
+                (false, true) => format!("[^{members}]"),
+                (true, false) => r"[^\s\S]".to_string(),
+                (true, true) => r"[\s\S]".to_string(),
+            };
             return Some((class, j + 1));
         }
         first = false;
         if j + 2 < pat.len() && pat[j + 1] == '-' && pat[j + 2] != ']' {
-            push_class_char(&mut class, pat[j]);
-            class.push('-');
-            push_class_char(&mut class, pat[j + 2]);
+            if pat[j] <= pat[j + 2] {
+                push_class_char(&mut members, pat[j]);
+                members.push('-');
+                push_class_char(&mut members, pat[j + 2]);
+            }
             j += 3;
         } else {
-            push_class_char(&mut class, pat[j]);
+            push_class_char(&mut members, pat[j]);
             j += 1;
         }
     }
@@ -242,7 +265,7 @@ mod tests {
         );
         assert!(text.contains(r#"subject.user !== "svc\"x\u000a")"#));
         // The header comment cannot be broken out of either.
-        assert!(text.contains("// Lets the account svc\"x? start"));
+        assert!(text.contains(r#"// Lets the account svc"x\u000a start"#));
     }
 
     #[test]
@@ -264,16 +287,87 @@ mod tests {
             ("app[a-].service", r"^app[a\-]\.service$"),
             ("open[.service", r"^open\[\.service$"),
             ("a+b(c)*.service", r"^a\+b\(c\).*\.service$"),
+            // Reversed ranges match nothing in fnmatch; in JavaScript they are a SyntaxError.
+            ("app[z-a].service", r"^app[^\s\S]\.service$"),
+            ("app[!z-a].service", r"^app[\s\S]\.service$"),
+            ("app[z-a0-9].service", r"^app[0-9]\.service$"),
+            ("app[a--]*", r"^app[^\s\S].*$"),
+            ("app[--a]*", r"^app[\--a].*$"),
+            ("app[[-a]*", r"^app[\[-a].*$"),
+            (r"app[\-a]*", r"^app[\\-a].*$"),
+            ("app[!]*", r"^app\[!\].*$"),
+            ("app[^^]*", r"^app[^\^].*$"),
         ];
         for (glob, want) in cases {
             assert_eq!(glob_to_regex(glob), want, "glob {glob:?}");
         }
     }
 
+    /// The regex keeps the glob's meaning: it matches exactly the names `UnitPattern` matches.
+    #[test]
+    fn reversed_ranges_match_nothing_on_both_sides() {
+        let p = UnitPattern::parse("app[z-a]*").unwrap();
+        let n = crate::unit::UnitName::parse("appz").unwrap();
+        assert!(!p.matches(&n));
+        let p = UnitPattern::parse("app[!z-a]*").unwrap();
+        assert!(p.matches(&n));
+    }
+
     #[test]
     fn only_the_expected_characters_pass_unescaped_into_string_literals() {
-        assert_eq!(js_string("a\u{2028}b"), r#""a\u2028b""#);
-        assert_eq!(js_string("</script>"), r#""\u003c/script\u003e""#);
-        assert_eq!(js_string("ü"), r#""\u00fc""#);
+        let cases = [
+            ("a\u{2028}b\u{2029}", r#""a\u2028b\u2029""#),
+            ("</script>", r#""\u003c/script\u003e""#),
+            ("ü", r#""\u00fc""#),
+            (
+                "a\nb\rc\0d\u{1b}[2J",
+                r#""a\u000ab\u000dc\u0000d\u001b[2J""#,
+            ),
+            (r#"q"uote\"); evil(); ("#, r#""q\"uote\\\"); evil(); (""#),
+            ("*/ x /*", r#""*/ x /*""#),
+            ("\u{1f600}", r#""\ud83d\ude00""#),
+        ];
+        for (raw, want) in cases {
+            let got = js_string(raw);
+            assert_eq!(got, want, "{raw:?}");
+            assert!(got.is_ascii() && !got.contains(|c: char| c.is_ascii_control()));
+        }
+    }
+
+    #[test]
+    fn comments_hold_printable_ascii_only() {
+        let cases = [
+            (
+                "/etc/unitwarden/unitwarden.toml",
+                "/etc/unitwarden/unitwarden.toml",
+            ),
+            ("/etc/u\nalert(1)//.toml", r"/etc/u\u000aalert(1)//.toml"),
+            (
+                "/etc/u\u{2028}polkit.addRule(x)",
+                r"/etc/u\u2028polkit.addRule(x)",
+            ),
+            (
+                "/etc/u\u{2029}x\r\0\u{1b}",
+                r"/etc/u\u2029x\u000d\u0000\u001b",
+            ),
+            ("/etc/ünit */ x", r"/etc/\u00fcnit */ x"),
+            (r#"q"uote\"#, r#"q"uote\"#),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(comment(raw), want, "{raw:?}");
+        }
+        let text = rule(
+            "svc\u{2028}x",
+            Path::new("/etc/u\u{2029}\n}); evil(); //.toml"),
+            &[&UnitPattern::parse("a").unwrap()],
+        );
+        // Every line of the rule is one the template wrote: nothing started a line of its own.
+        assert!(text.is_ascii(), "{text}");
+        assert_eq!(text.lines().count(), rule_for(&["a"]).lines().count());
+        assert!(
+            text.contains("// /etc/u\\u2029\\u000a}); evil(); //.toml\n"),
+            "{text}"
+        );
+        assert!(text.contains(r#"subject.user !== "svc\u2028x")"#), "{text}");
     }
 }

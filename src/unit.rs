@@ -26,25 +26,24 @@ pub struct UnitName(String);
 
 impl UnitName {
     /// Accepts `nginx` or `nginx.service`; the bare form gets `.service`, as `systemctl` does.
+    /// The rules are systemd's own (`unit_name_is_valid`), so a name accepted here is one the
+    /// manager accepts too: a name it refuses would fail the whole batch it is listed with.
     pub fn parse(raw: &str) -> Result<UnitName, String> {
-        let raw = raw.trim();
+        // Spaces around a name are forgiven; other white space (U+2028, ...) is not a name.
+        let raw = raw.trim_ascii();
         if raw.is_empty() {
             return Err("unit name is empty".into());
         }
-        if raw.contains(['*', '?', '[']) {
+        if raw.contains(GLOB_CHARS) {
             return Err(format!("{raw:?} is a glob, not a unit name"));
         }
-        if let Some(bad) = raw
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || ":-_.\\@".contains(*c)))
-        {
-            return Err(format!("unit name {raw:?} contains {bad:?}"));
-        }
+        check_chars(raw, "unit name", "")?;
         let name = with_suffix(raw);
-        let stem = name
-            .rsplit_once('.')
-            .map_or(name.as_str(), |(stem, _)| stem);
-        if stem.starts_with('@') || stem.ends_with('@') || stem.is_empty() {
+        check_shape(raw, &name, "unit name")?;
+        let (stem, _) = name.rsplit_once('.').unwrap_or((&name, ""));
+        if let Some((_, instance)) = stem.split_once('@')
+            && instance.is_empty()
+        {
             // A template (`getty@`) is not a unit; systemd would refuse the whole batch of
             // names it is listed with.
             return Err(format!(
@@ -65,6 +64,49 @@ impl fmt::Display for UnitName {
     }
 }
 
+/// The longest unit name systemd takes, suffix included (`UNIT_NAME_MAX` − 1).
+pub const NAME_MAX: usize = 255;
+
+/// Characters that make a name a glob (fnmatch(3), as systemd matches patterns).
+const GLOB_CHARS: [char; 3] = ['*', '?', '['];
+
+/// The characters systemd allows in a unit name (`VALID_CHARS` and `@`), plus `extra`.
+fn check_chars(raw: &str, what: &str, extra: &str) -> Result<(), String> {
+    match raw
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || ":-_.\\@".contains(*c) || extra.contains(*c)))
+    {
+        Some(bad) => Err(format!(
+            "{what} {raw:?} contains {bad:?}; systemd allows ASCII letters, digits and \":-_.\\@\"{}",
+            if extra.is_empty() {
+                String::new()
+            } else {
+                format!(" (and {extra:?} in a glob)")
+            }
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Length and prefix, as systemd checks them: at most [`NAME_MAX`] characters with the
+/// suffix, something before the suffix, and a name (not `@`) before an instance.
+fn check_shape(raw: &str, name: &str, what: &str) -> Result<(), String> {
+    if name.len() > NAME_MAX {
+        return Err(format!(
+            "{what} {raw:?} is {} characters long with its suffix; systemd allows at most {NAME_MAX}",
+            name.len()
+        ));
+    }
+    let (stem, _) = name.rsplit_once('.').unwrap_or((name, ""));
+    if stem.is_empty() {
+        return Err(format!("{what} {raw:?} has nothing before its suffix"));
+    }
+    if stem.starts_with('@') {
+        return Err(format!("{what} {raw:?} starts with '@'"));
+    }
+    Ok(())
+}
+
 fn with_suffix(raw: &str) -> String {
     match raw.rsplit_once('.') {
         Some((_, suffix)) if UNIT_SUFFIXES.contains(&suffix) => raw.to_string(),
@@ -81,12 +123,15 @@ pub enum UnitPattern {
 
 impl UnitPattern {
     pub fn parse(raw: &str) -> Result<UnitPattern, String> {
-        let raw = raw.trim();
-        if raw.contains(['*', '?', '[']) {
-            if raw.contains(char::is_whitespace) || raw.contains('/') {
-                return Err(format!("glob {raw:?} contains a space or '/'"));
-            }
-            Ok(UnitPattern::Glob(with_suffix(raw)))
+        // Spaces around a name are forgiven; other white space (U+2028, ...) is not a name.
+        let raw = raw.trim_ascii();
+        if raw.contains(GLOB_CHARS) {
+            // systemd's own glob characters (`VALID_CHARS_GLOB`), and `^` for a negated class:
+            // nothing else can be part of a name the pattern is meant to match.
+            check_chars(raw, "glob", "*?[]!^")?;
+            let glob = with_suffix(raw);
+            check_shape(raw, &glob, "glob")?;
+            Ok(UnitPattern::Glob(glob))
         } else {
             UnitName::parse(raw).map(UnitPattern::Exact)
         }
@@ -503,6 +548,94 @@ mod tests {
         assert!(UnitName::parse("getty@.service").is_err());
         assert!(UnitName::parse("@x").is_err());
         assert!(UnitName::parse(".service").is_err());
+    }
+
+    #[test]
+    fn names_follow_systemds_own_rules() {
+        let long = "a".repeat(NAME_MAX - ".service".len());
+        let accepted = [
+            ("nginx", "nginx.service"),
+            ("postgresql@15-main", "postgresql@15-main.service"),
+            ("a@b@c", "a@b@c.service"),
+            (
+                r"dev-disk-by\x2dlabel-data.mount",
+                r"dev-disk-by\x2dlabel-data.mount",
+            ),
+            ("a:b_c.d-e", "a:b_c.d-e.service"),
+            (long.as_str(), &format!("{long}.service")),
+        ];
+        for (raw, want) in accepted {
+            assert_eq!(
+                UnitName::parse(raw).map(|n| n.0).as_deref(),
+                Ok(want),
+                "{raw:?}"
+            );
+        }
+        let chars = "systemd allows ASCII letters, digits and \":-_.\\@\"";
+        let too_long = format!("{long}x");
+        let rejected = [
+            ("", "unit name is empty".to_string()),
+            ("a b", format!("unit name \"a b\" contains ' '; {chars}")),
+            ("a\nb", format!("unit name \"a\\nb\" contains '\\n'; {chars}")),
+            ("a\u{1b}[31m", "\"a\\u{1b}[31m\" is a glob, not a unit name".to_string()),
+            ("a\u{1b}", format!("unit name \"a\\u{{1b}}\" contains '\\u{{1b}}'; {chars}")),
+            ("caf\u{e9}", format!("unit name \"caf\u{e9}\" contains '\u{e9}'; {chars}")),
+            ("a/b", format!("unit name \"a/b\" contains '/'; {chars}")),
+            ("a\"b", format!("unit name \"a\\\"b\" contains '\"'; {chars}")),
+            (
+                &too_long,
+                format!(
+                    "unit name {too_long:?} is 256 characters long with its suffix; systemd allows at most 255"
+                ),
+            ),
+            (".service", "unit name \".service\" has nothing before its suffix".into()),
+            ("@x", "unit name \"@x\" starts with '@'".into()),
+            ("@x.service", "unit name \"@x.service\" starts with '@'".into()),
+            ("a*", "\"a*\" is a glob, not a unit name".into()),
+            (
+                "getty@",
+                "\"getty@\" is a template, not a unit: name an instance (\"getty@tty1\") or use a glob (\"getty@*\")".into(),
+            ),
+            (
+                "getty@.service",
+                "\"getty@.service\" is a template, not a unit: name an instance (\"getty@tty1\") or use a glob (\"getty@*\")".into(),
+            ),
+        ];
+        for (raw, want) in rejected {
+            assert_eq!(UnitName::parse(raw), Err(want), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn globs_take_systemds_characters_and_length_too() {
+        for (raw, want) in [
+            ("celery@*", "celery@*.service"),
+            ("app[!0-9]?.socket", "app[!0-9]?.socket"),
+            ("app[^a]*", "app[^a]*.service"),
+        ] {
+            assert_eq!(UnitPattern::parse(raw).unwrap().as_str(), want);
+        }
+        let chars =
+            "systemd allows ASCII letters, digits and \":-_.\\@\" (and \"*?[]!^\" in a glob)";
+        let long = format!("{}*", "a".repeat(NAME_MAX));
+        for (raw, want) in [
+            ("a *", format!("glob \"a *\" contains ' '; {chars}")),
+            ("a/*", format!("glob \"a/*\" contains '/'; {chars}")),
+            (
+                "*\u{2028}",
+                format!("glob \"*\\u{{2028}}\" contains '\\u{{2028}}'; {chars}"),
+            ),
+            ("(*)", format!("glob \"(*)\" contains '('; {chars}")),
+            ("@*", "glob \"@*\" starts with '@'".into()),
+            (
+                &long,
+                format!(
+                    "glob {long:?} is 264 characters long with its suffix; systemd allows at most 255"
+                ),
+            ),
+        ] {
+            assert_eq!(UnitPattern::parse(raw), Err(want), "{raw:?}");
+        }
     }
 
     #[test]

@@ -82,6 +82,15 @@ pub struct Mailer {
     hello: String,
 }
 
+/// An address as the mailer reads it (`user@domain` or `Name <user@domain>`), for the config's
+/// validation: an address the mailer would refuse fails at load, not at the first alert.
+/// Returns the bare `user@domain`, by which duplicates are told; the error is lettre's reason.
+pub fn parse_address(s: &str) -> Result<String, String> {
+    s.parse::<Mailbox>()
+        .map(|m| m.email.to_string())
+        .map_err(|e| e.to_string().to_lowercase())
+}
+
 fn mailbox(field: &str, s: &str) -> Result<Mailbox, String> {
     s.parse::<Mailbox>()
         .map_err(|e| format!("email.{field} {s:?} is not a usable address: {e}"))
@@ -201,10 +210,10 @@ impl Mailer {
             .dangerous_accept_invalid_certs(!s.tls_verify)
             .dangerous_accept_invalid_hostnames(!s.tls_verify);
         if let Some(file) = &s.ca_file {
-            let pem = std::fs::read(file).map_err(|e| {
+            let pem = crate::config::read_text(file).map_err(|e| {
                 SendError::server(format!("cannot read ca_file {}: {e}", file.display()))
             })?;
-            let certs = split_pem(&pem);
+            let certs = split_pem(pem.as_bytes());
             if certs.is_empty() {
                 return Err(SendError::server(format!(
                     "ca_file {} holds no PEM certificate",
@@ -291,17 +300,10 @@ fn password(s: &EmailSettings) -> Result<String, String> {
             .map_err(|_| format!("${PASSWORD_ENV} is not valid UTF-8"));
     }
     if let Some(file) = &s.password_file {
-        let text = std::fs::read_to_string(file).map_err(|e| {
-            format!(
-                "cannot read password_file {}: {}",
-                file.display(),
-                match e.kind() {
-                    std::io::ErrorKind::NotFound => "no such file".to_string(),
-                    std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-                    _ => e.to_string(),
-                }
-            )
-        })?;
+        // Read at each connection, on the runtime's thread: a FIFO or /dev/zero at the path
+        // must not hang or swamp it.
+        let text = crate::config::read_text(file)
+            .map_err(|e| format!("cannot read password_file {}: {e}", file.display()))?;
         return Ok(text.trim_end_matches(['\n', '\r']).to_string());
     }
     s.password.clone().ok_or_else(|| {
@@ -494,6 +496,61 @@ mod tests {
         assert!(envelope(&s).is_ok());
     }
 
+    /// Nothing in a subject can add a header: lettre encodes a subject with control characters
+    /// as one RFC 2047 encoded word. Addresses never carry any: the config refuses them.
+    #[test]
+    fn a_subject_cannot_add_a_header() {
+        let m = Mailer::new(&settings("")).unwrap();
+        for subject in [
+            "[uw] web-1: x\r\nBcc: evil@example.net",
+            "[uw] x\nBcc: evil@example.net\n\nbody",
+            "[uw] x\0\u{1b}[2J\u{2028}\u{2029}",
+            "[uw] =?utf-8?b?QmNjOiBldmls?= \"quoted\" \\",
+        ] {
+            let s = m
+                .compose(&Compose {
+                    message_id: "<a@x>",
+                    date: "2026-11-23T05:00:00Z".parse().unwrap(),
+                    subject,
+                    body: "body\n",
+                    in_reply_to: None,
+                    references: &[],
+                })
+                .unwrap();
+            let head = s.message.split("\r\n\r\n").next().unwrap();
+            let mut names: Vec<&str> = head
+                .split("\r\n")
+                .filter(|l| !l.starts_with([' ', '\t']))
+                .map(|l| l.split(':').next().unwrap())
+                .collect();
+            names.sort_unstable();
+            assert_eq!(
+                names,
+                [
+                    "Auto-Submitted",
+                    "Content-Transfer-Encoding",
+                    "Content-Type",
+                    "Date",
+                    "From",
+                    "Message-ID",
+                    "Subject",
+                    "To",
+                    "User-Agent",
+                ],
+                "{subject:?}:\n{head}"
+            );
+            assert!(!head.contains("Bcc"), "{head}");
+            assert!(head.is_ascii(), "{head}");
+        }
+        for bad in [
+            "Ops\r\nBcc: e@x <a@b>",
+            "a@b\nBcc: e@x",
+            "\"O\r\nBcc: e@x\" <a@b>",
+        ] {
+            assert!(parse_address(bad).is_err(), "{bad:?}");
+        }
+    }
+
     #[test]
     fn the_environment_wins_over_the_password_file_and_newlines_are_trimmed() {
         let dir = tempfile::tempdir().unwrap();
@@ -511,6 +568,22 @@ mod tests {
             password(&missing).unwrap_err(),
             "cannot read password_file /nonexistent/pw: no such file"
         );
+        // Neither blocks nor fills memory: a FIFO without a writer, an endless device.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        for (path, why) in [
+            (fifo.as_path(), "not a regular file"),
+            (Path::new("/dev/zero"), "not a regular file"),
+        ] {
+            let s = settings(&format!(
+                "username = \"u\"\npassword_file = \"{}\"\n",
+                path.display()
+            ));
+            assert_eq!(
+                password(&s).unwrap_err(),
+                format!("cannot read password_file {}: {why}", path.display())
+            );
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! `check-config` prints.
 
 mod document;
+mod file;
 mod raw;
 mod summary;
 mod validate;
@@ -25,6 +26,7 @@ use crate::unit::{UnitName, UnitPattern};
 use crate::window::Calendar;
 
 pub use crate::args::DEFAULT_CONFIG as DEFAULT_PATH;
+pub use file::{MAX_FILE, ReadError, read_text};
 
 /// Why a config file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +178,11 @@ impl EmailSettings {
         }
         if let Some(file) = &self.password_file {
             match std::fs::metadata(file) {
+                Ok(m) if !m.is_file() => w.push(format!(
+                    "email.password_file {}: {}; emails wait in the outbox until it is one",
+                    file.display(),
+                    ReadError::NotRegular
+                )),
                 Ok(m) if m.permissions().mode() & 0o004 != 0 => w.push(format!(
                     "email.password_file {} is readable by other users (mode {:04o}); chmod o-r it",
                     file.display(),
@@ -226,11 +233,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     })
 }
 
-/// Reads and validates the file at `path`.
+/// Reads and validates the file at `path`: a regular file of at most 1 MiB ([`read_text`]).
 pub fn load(path: &Path) -> Result<Settings, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-        path: path.display().to_string(),
-        reason: io_reason(&e),
+    let text = read_text(path).map_err(|e| ConfigError::Read {
+        path: crate::text::path(path),
+        reason: e.to_string(),
     })?;
     parse(path, &text)
 }
@@ -257,6 +264,17 @@ pub fn hostname() -> String {
 }
 
 impl Settings {
+    /// What works but deserves an operator's attention, one sentence each: `check-config`
+    /// prints them, `run` and a reload log them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.units.is_empty() {
+            w.push("no [[unit]] entries: nothing is watched".to_string());
+        }
+        w.extend(self.email.iter().flat_map(|e| e.warnings()));
+        w
+    }
+
     /// Index of the `[[unit]]` entry that governs `name`: its exact entry if listed by name,
     /// else the first glob that matches it.
     pub fn entry_for(&self, name: &UnitName) -> Option<usize> {
@@ -330,6 +348,32 @@ mod tests {
     fn unreadable_file_is_path_colon_reason() {
         let e = load(Path::new("/nonexistent/unitwarden.toml")).unwrap_err();
         assert_eq!(e.to_string(), "/nonexistent/unitwarden.toml: no such file");
+    }
+
+    #[test]
+    fn what_is_at_the_config_path_must_be_a_small_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.toml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let big = dir.path().join("big.toml");
+        std::fs::write(&big, "#".repeat(MAX_FILE as usize + 1)).unwrap();
+        for (path, why) in [
+            (fifo.as_path(), "not a regular file"),
+            (Path::new("/dev/zero"), "not a regular file"),
+            (dir.path(), "not a regular file"),
+            (big.as_path(), "larger than 1 MiB"),
+        ] {
+            let e = load(path).unwrap_err();
+            assert_eq!(e.to_string(), format!("{}: {why}", path.display()));
+        }
+    }
+
+    #[test]
+    fn a_config_without_units_is_valid_with_a_warning() {
+        let s = parse_str("[daemon]\ninterval = \"5s\"\n").unwrap();
+        assert_eq!(s.warnings(), ["no [[unit]] entries: nothing is watched"]);
+        let s = parse_str("[[unit]]\nname = \"nginx\"\n").unwrap();
+        assert!(s.warnings().is_empty(), "{:?}", s.warnings());
     }
 
     #[test]

@@ -1,5 +1,9 @@
-//! What `check-config` prints: the validated settings, one line per unit and window.
+//! What `check-config` prints: the validated settings, one line per unit and window. Every
+//! name, path and address goes through [`shown`]: validation keeps control characters out of
+//! most of them, but the config's own path comes from the command line, and a report that a
+//! terminal would interpret is no report.
 
+use std::fmt::Display;
 use std::path::Path;
 
 use super::{EmailSettings, PASSWORD_ENV, Settings, Tls};
@@ -12,21 +16,21 @@ impl Settings {
         use std::fmt::Write;
         let mut s = String::new();
         let d = &self.daemon;
-        let _ = writeln!(s, "config: {} (valid)", self.path.display());
+        let _ = writeln!(s, "config: {} (valid)", shown(self.path.display()));
         let _ = writeln!(
             s,
             "bus: {}  interval: {}  state_dir: {}  log_dir: {}",
             d.bus,
             humantime::format_duration(d.interval),
-            d.state_dir.display(),
-            d.log.dir.as_deref().unwrap_or(Path::new("-")).display()
+            shown(d.state_dir.display()),
+            shown(d.log.dir.as_deref().unwrap_or(Path::new("-")).display())
         );
         let _ = writeln!(s, "units ({}):", self.units.len());
         for u in &self.units {
             let p = &u.policy;
             let mut line = format!(
                 "  {}  max_attempts={} backoff={}×{}..{} verify_after={} reset_after={} give_up_cooldown={} restart_inactive={}",
-                u.pattern,
+                shown(&u.pattern),
                 p.max_attempts,
                 humantime::format_duration(p.backoff_initial),
                 p.backoff_multiplier,
@@ -40,7 +44,7 @@ impl Settings {
                 p.restart_inactive,
             );
             if !u.depends_on.is_empty() {
-                let deps: Vec<_> = u.depends_on.iter().map(|d| d.as_str()).collect();
+                let deps: Vec<_> = u.depends_on.iter().map(shown).collect();
                 let _ = write!(line, " depends_on={}", deps.join(","));
             }
             let _ = writeln!(s, "{line}");
@@ -50,11 +54,11 @@ impl Settings {
             let _ = writeln!(
                 s,
                 "  {}  {} {}-{} {}{}",
-                w.name,
+                shown(&w.name),
                 format_days(w.days),
                 w.start.strftime("%H:%M"),
                 w.end.strftime("%H:%M"),
-                w.tz_name.as_deref().unwrap_or("host-local"),
+                shown(w.tz_name.as_deref().unwrap_or("host-local")),
                 w.interval
                     .map(|i| format!(" interval={}", humantime::format_duration(i)))
                     .unwrap_or_default()
@@ -65,8 +69,8 @@ impl Settings {
                 let _ = writeln!(
                     s,
                     "email: {} via {}:{} ({:?})",
-                    e.to.join(", "),
-                    e.smtp_host,
+                    e.to.iter().map(shown).collect::<Vec<_>>().join(", "),
+                    shown(&e.smtp_host),
                     e.smtp_port,
                     e.tls
                 );
@@ -90,13 +94,13 @@ impl EmailSettings {
                 let source = if std::env::var_os(PASSWORD_ENV).is_some() {
                     format!("${PASSWORD_ENV}")
                 } else if let Some(f) = &self.password_file {
-                    format!("password_file {}", f.display())
+                    format!("password_file {}", shown(f.display()))
                 } else if self.password.is_some() {
                     "inline password".to_string()
                 } else {
                     "no password".to_string()
                 };
-                format!("AUTH as {u} ({source})")
+                format!("AUTH as {} ({source})", shown(u))
             }
         };
         let cert = match (self.tls, self.tls_verify, &self.ca_file) {
@@ -104,7 +108,7 @@ impl EmailSettings {
             (_, false, _) => "certificate not verified".to_string(),
             (_, true, Some(ca)) => format!(
                 "certificate verified against the system store and {}",
-                ca.display()
+                shown(ca.display())
             ),
             (_, true, None) => "certificate verified against the system store".to_string(),
         };
@@ -124,10 +128,47 @@ impl EmailSettings {
     }
 }
 
+/// `s` on one line, its control characters escaped.
+fn shown(s: impl Display) -> String {
+    crate::text::one_line(&s.to_string()).into_owned()
+}
+
 fn format_days(days: DaySet) -> String {
     if days == DaySet::all() {
         "every day".into()
     } else {
         days.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_paths_are_printed_without_control_characters() {
+        let text = "[daemon]\nstate_dir = \"/var/lib/ünit\"\n\
+                    [[window]]\nname = \"sabah ü\"\nstart = \"07:00\"\nend = \"08:00\"\n\
+                    [[unit]]\nname = \"web\"\n";
+        // The config's path comes from the command line, where anything goes.
+        let path = Path::new("/tmp/u\n\u{1b}[2J\u{2028}.toml");
+        let s = crate::config::parse(path, text).unwrap();
+        let out = s.summary();
+        assert!(
+            out.starts_with("config: /tmp/u\\n\\u{1b}[2J\\u{2028}.toml (valid)\n"),
+            "{out}"
+        );
+        assert!(out.contains("state_dir: /var/lib/ünit"), "{out}");
+        assert!(out.contains("  sabah ü  every day 07:00-08:00"), "{out}");
+        assert!(
+            !out.chars().any(|c| c != '\n' && crate::text::is_control(c)),
+            "{out:?}"
+        );
+        let e = crate::config::parse(path, "[daemon]\nbus = 1\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("/tmp/u\\n\\u{1b}[2J\\u{2028}.toml:2:7: "),
+            "{e}"
+        );
     }
 }

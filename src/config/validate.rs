@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::raw::{RawConfig, RawEmail, RawProbe, RawRestart, Tz};
+use super::raw::{RawConfig, RawEmail, RawProbe, RawRestart, RemindAfter, Tz, bounded};
 use super::{
     BusKind, ConfigError, DaemonSettings, EmailSettings, ProbeCheck, ProbeSettings, Settings, Tls,
     UnitSettings, hostname,
 };
+use crate::alert::email::parse_address;
 use crate::alert::{ALL_EVENTS, EventKind};
 use crate::logging::{LogFormat, LogLevel, LogSettings, Rotation};
 use crate::policy::RestartPolicy;
@@ -25,7 +26,7 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
     let err = |span: Option<Range<usize>>, message: String| {
         let (line, col) = line_col(text, span.map(|s| s.start).unwrap_or(0));
         ConfigError::Invalid {
-            path: path.display().to_string(),
+            path: crate::text::path(path),
             line,
             col,
             message,
@@ -35,14 +36,6 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
         super::document::read(text).map_err(|e| err(e.span(), clean_message(e.message())))?;
 
     let d = raw.daemon;
-    if let Some(c) = &d.control_socket
-        && !c.get_ref().is_absolute()
-    {
-        return Err(err(
-            Some(c.span()),
-            "control_socket must be an absolute path".into(),
-        ));
-    }
     let log_keep = match d.log_keep {
         Some(k) if *k.get_ref() == 0 => {
             return Err(err(Some(k.span()), "log_keep must be at least 1".into()));
@@ -54,16 +47,21 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
         bus: d.bus.unwrap_or(BusKind::System),
         interval: d.interval.map_or(Duration::from_secs(60), |d| d.0),
         log: LogSettings {
-            dir: Some(d.log_dir.unwrap_or_else(|| "/var/log/unitwarden".into())),
+            dir: Some(
+                d.log_dir
+                    .map_or_else(|| "/var/log/unitwarden".into(), |p| p.0),
+            ),
             rotation: d.log_rotation.unwrap_or(Rotation::Daily),
             keep: log_keep,
             level: d.log_level.unwrap_or(LogLevel::Info),
             format: d.log_format.unwrap_or(LogFormat::Text),
         },
-        state_dir: d.state_dir.unwrap_or_else(|| "/var/lib/unitwarden".into()),
+        state_dir: d
+            .state_dir
+            .map_or_else(|| "/var/lib/unitwarden".into(), |p| p.0),
         control_socket: d
             .control_socket
-            .map(|c| c.into_inner())
+            .map(|c| c.into_inner().0)
             .unwrap_or_else(|| "/run/unitwarden/control.sock".into()),
     };
 
@@ -76,13 +74,13 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
     for w in raw.windows {
         let span = w.span();
         let w = w.into_inner();
-        if !window_names.insert(w.name.get_ref().clone()) {
+        if !window_names.insert(w.name.get_ref().0.clone()) {
             return Err(err(
                 Some(w.name.span()),
-                format!("window {:?} is defined twice", w.name.get_ref()),
+                format!("window {:?} is defined twice", w.name.get_ref().0),
             ));
         }
-        if w.name.get_ref().trim().is_empty() {
+        if w.name.get_ref().0.trim().is_empty() {
             return Err(err(Some(w.name.span()), "window name is empty".into()));
         }
         if w.start.0 == w.end.get_ref().0 {
@@ -113,7 +111,7 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
             None => (None, jiff::tz::TimeZone::system()),
         };
         windows.push(Window {
-            name: w.name.into_inner(),
+            name: w.name.into_inner().0,
             days,
             start: w.start.0,
             end: w.end.into_inner().0,
@@ -165,8 +163,16 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
         }
         let mut depends_on = Vec::new();
         for dep in u.depends_on {
-            deps_spans.push((pattern.clone(), dep.get_ref().0.clone(), dep.span()));
-            depends_on.push(dep.into_inner().0);
+            let span = dep.span();
+            let name = UnitName::parse(dep.get_ref()).map_err(|m| err(Some(span.clone()), m))?;
+            if depends_on.contains(&name) {
+                return Err(err(
+                    Some(span),
+                    format!("{pattern} lists {name} twice in depends_on"),
+                ));
+            }
+            deps_spans.push((pattern.clone(), name.clone(), span));
+            depends_on.push(name);
         }
         units.push(Arc::new(UnitSettings {
             pattern,
@@ -226,17 +232,16 @@ fn not_built(what: &str) -> String {
 fn merge_restart(base: &RestartPolicy, r: &RawRestart) -> Result<RestartPolicy, SpanErr> {
     let mut p = base.clone();
     if let Some(m) = &r.max_attempts {
-        if *m.get_ref() == 0 {
-            return Err((Some(m.span()), "max_attempts must be at least 1".into()));
-        }
-        p.max_attempts = *m.get_ref();
+        p.max_attempts = m.0;
     }
     if let Some(m) = &r.backoff_multiplier {
         let v = *m.get_ref();
-        if !(v.is_finite() && v >= 1.0) {
+        // Growth beyond 100× per attempt reaches backoff_max at once; NaN and infinities
+        // would make every delay backoff_max by accident.
+        if !(v.is_finite() && (1.0..=100.0).contains(&v)) {
             return Err((
                 Some(m.span()),
-                "backoff_multiplier must be a number >= 1".into(),
+                "backoff_multiplier must be a number from 1 to 100".into(),
             ));
         }
         p.backoff_multiplier = v;
@@ -259,8 +264,8 @@ fn merge_restart(base: &RestartPolicy, r: &RawRestart) -> Result<RestartPolicy, 
     if let Some(b) = r.restart_inactive {
         p.restart_inactive = b;
     }
-    if let Some(n) = r.flap_restarts {
-        p.flap_restarts = n;
+    if let Some(n) = &r.flap_restarts {
+        p.flap_restarts = n.0;
     }
     if let Some(d) = &r.flap_window {
         p.flap_window = d.0;
@@ -371,27 +376,67 @@ fn build_email(e: Spanned<RawEmail>) -> Result<EmailSettings, (Range<usize>, Str
             "tls_verify = false ignores ca_file; set one or the other".into(),
         ));
     }
-    let host = hostname();
+    let from = match &e.from {
+        Some(f) => {
+            address(f)?;
+            f.get_ref().clone()
+        }
+        None => {
+            // The host name is not ours to choose: if it makes no address, say so now rather
+            // than at the first alert.
+            let a = format!("unitwarden@{}", hostname());
+            parse_address(&a).map_err(|why| {
+                (
+                    span.clone(),
+                    format!(
+                        "the default from address {a:?} is not an email address ({why}); set from"
+                    ),
+                )
+            })?;
+            a
+        }
+    };
+    let username = match e.username {
+        Some(u) if u.get_ref().0.is_empty() => {
+            return Err((u.span(), "username is empty".into()));
+        }
+        u => u.map(|u| u.into_inner().0),
+    };
+    let mut to = Vec::new();
+    let mut bare = BTreeSet::new();
+    for t in e.to.get_ref() {
+        if !bare.insert(address(t)?.to_lowercase()) {
+            return Err((t.span(), format!("{:?} is listed twice in to", t.get_ref())));
+        }
+        to.push(t.get_ref().clone());
+    }
+    let remind_after = match &e.remind_after {
+        None => [1, 4, 24].map(|h| Duration::from_secs(h * 3600)).to_vec(),
+        Some(list) => list
+            .iter()
+            .map(|d| bounded::<RemindAfter>(d.get_ref()).map_err(|m| (d.span(), m)))
+            .collect::<Result<_, _>>()?,
+    };
     Ok(EmailSettings {
-        smtp_host: e.smtp_host.unwrap_or_else(|| "localhost".into()),
-        smtp_port: e.smtp_port.unwrap_or(25),
+        smtp_host: e.smtp_host.map_or_else(|| "localhost".into(), |h| h.0),
+        // Within 1..=65535 (raw::SmtpPort).
+        smtp_port: e.smtp_port.map_or(25, |p| p.0 as u16),
         tls,
         tls_verify,
-        ca_file: e.ca_file,
+        ca_file: e.ca_file.map(|p| p.0),
         timeout: e.timeout.map_or(Duration::from_secs(30), |d| d.0),
-        username: e.username,
-        password_file: e.password_file,
+        username,
+        password_file: e.password_file.map(|p| p.0),
         password: e.password,
-        from: e.from.map_or_else(|| format!("unitwarden@{host}"), |a| a.0),
-        to: e.to.into_inner().into_iter().map(|a| a.0).collect(),
-        subject_prefix: e.subject_prefix.unwrap_or_else(|| "[unitwarden]".into()),
+        from,
+        to,
+        subject_prefix: e
+            .subject_prefix
+            .map_or_else(|| "[unitwarden]".into(), |t| t.0),
         batch_window: e.batch_window.map_or(Duration::from_secs(30), |d| d.0),
         min_interval: e.min_interval.map_or(Duration::from_secs(900), |d| d.0),
-        journal_lines: e.journal_lines.unwrap_or(20),
-        remind_after: e.remind_after.map_or_else(
-            || [1, 4, 24].map(|h| Duration::from_secs(h * 3600)).to_vec(),
-            |v| v.into_iter().map(|d| d.0).collect(),
-        ),
+        journal_lines: e.journal_lines.map_or(20, |n| n.0),
+        remind_after,
         outbox_max_age: e
             .outbox_max_age
             .map_or(Duration::from_secs(7 * 86400), |d| d.0),
@@ -400,6 +445,12 @@ fn build_email(e: Spanned<RawEmail>) -> Result<EmailSettings, (Range<usize>, Str
             |v| v.into_inner().into_iter().collect(),
         ),
     })
+}
+
+/// An address as the mailer parses it; the bare `user@domain`.
+fn address(a: &Spanned<String>) -> Result<String, (Range<usize>, String)> {
+    let s = a.get_ref();
+    parse_address(s).map_err(|why| (a.span(), format!("{s:?} is not an email address: {why}")))
 }
 
 fn dependency_cycle(
@@ -538,7 +589,7 @@ verify_after = "0s"
             ),
             (
                 "[email]\nto = [\"not-an-address\"]\n",
-                "/etc/unitwarden/test.toml:2:6: \"not-an-address\" is not an email address",
+                "/etc/unitwarden/test.toml:2:7: \"not-an-address\" is not an email address: invalid input",
             ),
             (
                 "[[unit]]\nname = \"a\"\n[unit.probe]\nhttp = \"http://x/\"\ntcp = \"x:1\"\n",
@@ -564,6 +615,362 @@ verify_after = "0s"
         }
     }
 
+    /// Every rejected value, with the whole one-line message an operator sees.
+    fn rejects(table: &[(&str, &str)]) {
+        for (text, want) in table {
+            let got = parse_str(text).expect_err(text);
+            assert_eq!(
+                got.strip_prefix("/etc/unitwarden/test.toml:"),
+                Some(*want),
+                "for {text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn durations_and_counts_outside_their_bounds_are_rejected_where_written() {
+        rejects(&[
+            (
+                "[daemon]\ninterval = \"0s\"\n",
+                "2:12: interval \"0s\" must be at least 100ms",
+            ),
+            (
+                "[daemon]\ninterval = \"99ms\"\n",
+                "2:12: interval \"99ms\" must be at least 100ms",
+            ),
+            (
+                "[daemon]\ninterval = \"1d 1s\"\n",
+                "2:12: interval \"1d 1s\" must be at most 1d",
+            ),
+            (
+                "[daemon]\ninterval = \"18446744073709551616s\"\n",
+                "2:12: invalid duration \"18446744073709551616s\": number is too large or cannot be represented without a lack of precision (values below 1ns are not supported) (examples: \"500ms\", \"15s\", \"1h30m\", \"7d\")",
+            ),
+            (
+                "[restart]\nbackoff_initial = \"25h\"\n",
+                "2:19: backoff_initial \"25h\" must be at most 1d",
+            ),
+            (
+                "[restart]\nbackoff_max = \"500000000y\"\n",
+                "2:15: backoff_max \"500000000y\" must be at most 1d",
+            ),
+            (
+                "[restart]\nverify_after = \"61m\"\n",
+                "2:16: verify_after \"61m\" must be at most 1h",
+            ),
+            (
+                "[restart]\nreset_after = \"31d\"\n",
+                "2:15: reset_after \"31d\" must be at most 30d",
+            ),
+            (
+                "[restart]\ngive_up_cooldown = \"366d\"\n",
+                "2:20: give_up_cooldown \"366d\" must be at most 365d",
+            ),
+            (
+                "[restart]\nflap_window = \"0s\"\n",
+                "2:15: flap_window \"0s\" must be longer than zero",
+            ),
+            (
+                "[restart]\nflap_window = \"2d\"\n",
+                "2:15: flap_window \"2d\" must be at most 1d",
+            ),
+            (
+                "[restart]\nmax_attempts = 0\n",
+                "2:16: max_attempts must be at least 1",
+            ),
+            (
+                "[restart]\nmax_attempts = -3\n",
+                "2:16: max_attempts must be at least 1",
+            ),
+            (
+                "[restart]\nmax_attempts = 1001\n",
+                "2:16: max_attempts must be at most 1000",
+            ),
+            (
+                "[restart]\nmax_attempts = 9223372036854775807\n",
+                "2:16: max_attempts must be at most 1000",
+            ),
+            (
+                "[restart]\nflap_restarts = 1001\n",
+                "2:17: flap_restarts must be at most 1000",
+            ),
+            (
+                "[restart]\nflap_restarts = -1\n",
+                "2:17: flap_restarts must be at least 0",
+            ),
+            (
+                "[restart]\nbackoff_multiplier = 0.5\n",
+                "2:22: backoff_multiplier must be a number from 1 to 100",
+            ),
+            (
+                "[restart]\nbackoff_multiplier = 100.5\n",
+                "2:22: backoff_multiplier must be a number from 1 to 100",
+            ),
+            (
+                "[restart]\nbackoff_multiplier = nan\n",
+                "2:22: backoff_multiplier must be a number from 1 to 100",
+            ),
+            (
+                "[restart]\nbackoff_multiplier = inf\n",
+                "2:22: backoff_multiplier must be a number from 1 to 100",
+            ),
+            // The same bounds on a unit's own overrides.
+            (
+                "[[unit]]\nname = \"a\"\nverify_after = \"2h\"\n",
+                "3:16: verify_after \"2h\" must be at most 1h",
+            ),
+            (
+                "[[unit]]\nname = \"a\"\nmax_attempts = 5000\n",
+                "3:16: max_attempts must be at most 1000",
+            ),
+            (
+                "[[window]]\nname = \"w\"\nstart = \"07:00\"\nend = \"08:00\"\ninterval = \"10ms\"\n",
+                "5:12: interval \"10ms\" must be at least 100ms",
+            ),
+            (
+                "[[window]]\nname = \"w\"\nstart = \"07:00\"\nend = \"08:00\"\nmin_interval = \"8d\"\n",
+                "5:16: min_interval \"8d\" must be at most 7d",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nsmtp_port = 0\n",
+                "3:13: smtp_port must be at least 1",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nsmtp_port = 65536\n",
+                "3:13: smtp_port must be at most 65535",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nbatch_window = \"2h\"\n",
+                "3:16: batch_window \"2h\" must be at most 1h",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nmin_interval = \"30d\"\n",
+                "3:16: min_interval \"30d\" must be at most 7d",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\njournal_lines = 1001\n",
+                "3:17: journal_lines must be at most 1000",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nremind_after = [\"1h\", \"0s\"]\n",
+                "3:23: remind_after \"0s\" must be longer than zero",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nremind_after = [\"1h\", \"400d\"]\n",
+                "3:23: remind_after \"400d\" must be at most 365d",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\noutbox_max_age = \"0s\"\n",
+                "3:18: outbox_max_age \"0s\" must be longer than zero",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\noutbox_max_age = \"366d\"\n",
+                "3:18: outbox_max_age \"366d\" must be at most 365d",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\ntimeout = \"0s\"\n",
+                "3:11: timeout \"0s\" must be longer than zero",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\ntimeout = \"61m\"\n",
+                "3:11: timeout \"61m\" must be at most 1h",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn unit_names_are_checked_where_written() {
+        let chars = "systemd allows ASCII letters, digits and \":-_.\\@\"";
+        rejects(&[
+            (
+                "[[unit]]\nname = \"ng inx\"\n",
+                &format!("2:8: unit name \"ng inx\" contains ' '; {chars}"),
+            ),
+            (
+                &format!("[[unit]]\nname = \"{}\"\n", "x".repeat(250)),
+                &format!(
+                    "2:8: unit name \"{}\" is 258 characters long with its suffix; systemd allows at most 255",
+                    "x".repeat(250)
+                ),
+            ),
+            (
+                "[[unit]]\nname = \"web\\u001b[2J*\"\n",
+                &format!(
+                    "2:8: glob \"web\\u{{1b}}[2J*\" contains '\\u{{1b}}'; {chars} (and \"*?[]!^\" in a glob)"
+                ),
+            ),
+            (
+                "[[unit]]\nname = \"db\"\n[[unit]]\nname = \"a\"\ndepends_on = [\"db\", \"d b\"]\n",
+                &format!("5:21: unit name \"d b\" contains ' '; {chars}"),
+            ),
+            (
+                "[[unit]]\nname = \"db\"\n[[unit]]\nname = \"a\"\ndepends_on = [\"db\", \"db.service\"]\n",
+                "5:21: a.service lists db.service twice in depends_on",
+            ),
+            (
+                "[[unit]]\nname = \"a\"\ndepends_on = [\"getty@\"]\n",
+                "3:15: \"getty@\" is a template, not a unit: name an instance (\"getty@tty1\") or use a glob (\"getty@*\")",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn paths_are_absolute_and_text_is_free_of_control_characters() {
+        rejects(&[
+            (
+                "[daemon]\nstate_dir = \"state\"\n",
+                "2:13: path \"state\" must be absolute",
+            ),
+            (
+                "[daemon]\nlog_dir = \"\"\n",
+                "2:11: path \"\" must be absolute",
+            ),
+            (
+                "[daemon]\nlog_dir = \"/var/log/\\nx\"\n",
+                "2:11: path \"/var/log/\\nx\" contains the control character '\\n'",
+            ),
+            (
+                "[daemon]\ncontrol_socket = \"run/u.sock\"\n",
+                "2:18: path \"run/u.sock\" must be absolute",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nusername = \"u\"\npassword_file = \"pw\"\n",
+                "4:17: path \"pw\" must be absolute",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nca_file = \"ca.pem\"\n",
+                "3:11: path \"ca.pem\" must be absolute",
+            ),
+            (
+                "[[window]]\nname = \"rush\\r\\nREADY=1\"\nstart = \"07:00\"\nend = \"08:00\"\n",
+                "2:8: \"rush\\r\\nREADY=1\" contains the control character '\\r'",
+            ),
+            (
+                "[[window]]\nname = \"rush\\u2028\"\nstart = \"07:00\"\nend = \"08:00\"\n",
+                "2:8: \"rush\\u{2028}\" contains the control character '\\u{2028}'",
+            ),
+            (
+                "[[window]]\nname = \"rush\\u001b[31m\"\nstart = \"07:00\"\nend = \"08:00\"\n",
+                "2:8: \"rush\\u{1b}[31m\" contains the control character '\\u{1b}'",
+            ),
+            (
+                "[[window]]\nname = \" \"\nstart = \"07:00\"\nend = \"08:00\"\n",
+                "2:8: window name is empty",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nsmtp_host = \"\"\n",
+                "3:13: smtp_host is empty",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nsmtp_host = \"mail example.com\"\n",
+                "3:13: smtp_host \"mail example.com\" contains ' '",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nsmtp_host = \"mx\\u0000\"\n",
+                "3:13: smtp_host \"mx\\0\" contains '\\0'",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nusername = \"u\\nAUTH x\"\n",
+                "3:12: \"u\\nAUTH x\" contains the control character '\\n'",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nusername = \"\"\n",
+                "3:12: username is empty",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nsubject_prefix = \"[uw]\\r\\nBcc: x@y\"\n",
+                "3:18: \"[uw]\\r\\nBcc: x@y\" contains the control character '\\r'",
+            ),
+        ]);
+        let long = format!(
+            "[email]\nto = [\"a@b\"]\nsmtp_host = \"{}\"\n",
+            "a".repeat(254)
+        );
+        rejects(&[(
+            &long,
+            "3:13: smtp_host is 254 characters long; a host name has at most 253",
+        )]);
+        // Non-ASCII text is fine where it is only text.
+        let s = parse_str(
+            "[[window]]\nname = \"pazartesi sabahı\"\nstart = \"07:00\"\nend = \"08:00\"\n\
+             [email]\nto = [\"a@b\"]\nsubject_prefix = \"[nöbet]\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.calendar.windows[0].name, "pazartesi sabahı");
+    }
+
+    #[test]
+    fn addresses_are_those_the_mailer_can_use() {
+        rejects(&[
+            // Accepted before by a looser check, then refused by the mailer at start: email
+            // alerts were off for a config that check-config called valid.
+            (
+                "[email]\nto = [\"ops@-example.com\"]\n",
+                "2:7: \"ops@-example.com\" is not an email address: invalid email domain",
+            ),
+            (
+                "[email]\nto = [\"ops@example..com\"]\n",
+                "2:7: \"ops@example..com\" is not an email address: invalid input",
+            ),
+            (
+                "[email]\nto = [\"a@b\"]\nfrom = \"unitwarden@[10.0.0.1]\"\n",
+                "3:8: \"unitwarden@[10.0.0.1]\" is not an email address: invalid input",
+            ),
+            (
+                "[email]\nto = [\"a@b\", \"a@b, c@d\"]\n",
+                "2:14: \"a@b, c@d\" is not an email address: invalid input",
+            ),
+            (
+                "[email]\nto = [\"Ops <a@b>\\nBcc: x@y\"]\n",
+                "2:7: \"Ops <a@b>\\nBcc: x@y\" is not an email address: invalid input",
+            ),
+            (
+                "[email]\nto = [\"ops@example.com\", \"Ops <OPS@example.com>\"]\n",
+                "2:26: \"Ops <OPS@example.com>\" is listed twice in to",
+            ),
+            (
+                "[email]\nto = []\n",
+                "2:6: email.to needs at least one address",
+            ),
+        ]);
+        let e = parse_str(
+            "[email]\nto = [\"Ops Team <ops@example.com>\", \"b@c\"]\nfrom = \" u@h \"\n",
+        )
+        .unwrap()
+        .email
+        .unwrap();
+        assert_eq!(e.to, ["Ops Team <ops@example.com>", "b@c"]);
+        crate::alert::email::Mailer::new(&e).expect("what the config takes, the mailer takes");
+    }
+
+    #[test]
+    fn the_bounds_themselves_are_accepted() {
+        let s = parse_str(
+            "[daemon]\ninterval = \"100ms\"\n[restart]\nbackoff_initial = \"1d\"\nbackoff_max = \"24h\"\n\
+             verify_after = \"1h\"\nreset_after = \"30d\"\ngive_up_cooldown = \"365d\"\n\
+             flap_window = \"1d\"\nmax_attempts = 1000\nflap_restarts = 0\nbackoff_multiplier = 100\n\
+             [[window]]\nname = \"w\"\nstart = \"07:00\"\nend = \"08:00\"\ninterval = \"1d\"\nmin_interval = \"7d\"\n\
+             [[unit]]\nname = \"a\"\n\
+             [email]\nto = [\"a@b\"]\nsmtp_port = 65535\nbatch_window = \"1h\"\nmin_interval = \"0s\"\n\
+             journal_lines = 1000\nremind_after = [\"365d\"]\noutbox_max_age = \"365d\"\ntimeout = \"1h\"\n",
+        )
+        .unwrap();
+        let p = &s.units[0].policy;
+        assert_eq!(p.max_attempts, 1000);
+        assert_eq!(p.backoff_multiplier, 100.0);
+        assert_eq!(p.give_up_cooldown, Some(Duration::from_secs(365 * 86_400)));
+        assert_eq!(s.daemon.interval, Duration::from_millis(100));
+        // The largest delays they give stay within backoff_max and its jitter.
+        for attempt in 1..=p.max_attempts {
+            for jitter in [-1.0, 0.0, 1.0] {
+                let d = crate::policy::backoff(p, attempt, jitter);
+                assert!(d <= p.backoff_max.mul_f64(1.1), "{attempt}: {d:?}");
+            }
+        }
+        let e = s.email.unwrap();
+        assert_eq!((e.smtp_port, e.journal_lines), (65535, 1000));
+    }
+
     #[test]
     fn keys_of_features_not_in_this_release_are_errors_not_no_ops() {
         let table: &[(&str, &str)] = &[
@@ -578,10 +985,6 @@ verify_after = "0s"
             (
                 "[resources]\nload_max = 2.0\n",
                 "/etc/unitwarden/test.toml:1:1: [resources] (host resource checks) is not available",
-            ),
-            (
-                "[daemon]\ncontrol_socket = \"u.sock\"\n",
-                "/etc/unitwarden/test.toml:2:18: control_socket must be an absolute path",
             ),
             (
                 "[[window]]\nname = \"m\"\nstart = \"07:00\"\nend = \"08:00\"\nfailures = 1\n",
@@ -624,10 +1027,6 @@ verify_after = "0s"
             (
                 "[email]\nto = [\"a@b\"]\ntls_verify = false\nca_file = \"/ca.pem\"\n",
                 "/etc/unitwarden/test.toml:3:14: tls_verify = false ignores ca_file",
-            ),
-            (
-                "[email]\nto = [\"a@b\"]\ntimeout = \"0s\"\n",
-                "/etc/unitwarden/test.toml:3:11: duration \"0s\" must be longer than zero",
             ),
             (
                 "[email]\nto = [\"a@b\"]\nnotify_on = [\"gave-up\"]\n",

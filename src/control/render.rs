@@ -39,15 +39,7 @@ impl Paint {
 
 /// Text with control characters escaped (`\n`, `\u{1b}`), for a terminal or a pipe.
 pub fn clean(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    crate::text::one_line(s).into_owned()
 }
 
 /// The whole report: header, table, and a closing count.

@@ -238,7 +238,7 @@ impl Monitor {
             self.watchdog.feed_if_due(&self.notifier);
             let input = match woken {
                 Woken::Input(input) => input,
-                Woken::Outside(Some(Command::Reload)) => self.read_config(),
+                Woken::Outside(Some(Command::Reload)) => self.read_config(&mut link).await,
                 Woken::Outside(Some(Command::Control(ask))) => {
                     match self.answer(&mut link, ask).await {
                         Err(e) if e.is_connection_lost() => {
@@ -333,11 +333,21 @@ impl Monitor {
         done
     }
 
-    /// Reads the config file for a reload; the engine decides what follows.
-    fn read_config(&mut self) -> Input {
+    /// Reads the config file for a reload; the engine decides what follows. The file is read
+    /// and parsed on a blocking thread while signals keep being read: whatever sits at the
+    /// path (a slow disk, a FIFO, a large file) never holds the loop.
+    async fn read_config(&mut self, link: &mut Link) -> Input {
         let path = self.engine.settings().path.clone();
-        match config::load(&path) {
+        let read = tokio::task::spawn_blocking(move || config::load(&path));
+        let loaded = match self.drain(&mut link.signals).call(read).await {
+            Ok(loaded) => loaded,
+            Err(e) => return Input::ReloadFailed(format!("reading the config failed: {e}")),
+        };
+        match loaded {
             Ok(new) => {
+                for w in new.warnings() {
+                    tracing::warn!("{}: {w}", new.path.display());
+                }
                 self.notifier.send("RELOADING=1");
                 if let Some(log) = &self.log {
                     log.set_level(new.daemon.log.level);

@@ -418,6 +418,44 @@ fn sighup_with_broken_config_keeps_the_old_one_running() {
 }
 
 #[test]
+fn sighup_with_a_fifo_or_dev_zero_at_the_config_path_keeps_the_old_one_running() {
+    let mgr = running("hold");
+    let cfg = write_config(&mgr, &format!("{FAST}[[unit]]\nname = \"hold\"\n"));
+    let d = Daemon::spawn(&mgr, &cfg, &["run"]);
+    ready(&d);
+    fs::remove_file(&cfg).unwrap();
+    let refused = format!("{}: not a regular file", cfg.display());
+    let count = || {
+        d.stderr_lines()
+            .iter()
+            .filter(|l| l.contains("config reload failed") && l.contains(&refused))
+            .count()
+    };
+    // A FIFO nobody writes to would block a plain open(2); /dev/zero would be read forever.
+    let fifo = |p: &Path| {
+        let ok = std::process::Command::new("mkfifo")
+            .arg(p)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mkfifo {}", p.display());
+    };
+    let zero = |p: &Path| std::os::unix::fs::symlink("/dev/zero", p).unwrap();
+    for make in [&fifo as &dyn Fn(&Path), &zero] {
+        make(&cfg);
+        let before = count();
+        d.signal(1);
+        wait_until("the reload refused", T, || (count() > before).then_some(()));
+        fs::remove_file(&cfg).unwrap();
+    }
+    // The loop was never held: the old config still restarts its unit.
+    mgr.kill_main("hold");
+    d.wait_for_stderr("restarted", T, |l| {
+        has(l, &["unit=hold.service", "result=restarted"])
+    });
+    stop(d);
+}
+
+#[test]
 fn once_restarts_what_is_down_and_reports_by_exit_code() {
     let mgr = Manager::start();
     sleeper(&mgr, "one", "");
