@@ -187,3 +187,43 @@ fn a_sighup_storm_of_bad_and_good_configs_leaves_the_last_good_one_running() {
     assert!(count(&d, &["configuration reloaded"]) >= 1);
     kill_and_see_restart(&mgr, &d, "web", 1);
 }
+
+#[test]
+fn a_bus_that_accepts_and_never_answers_is_given_up_on_and_retried() {
+    let mgr = Manager::start();
+    let cfg = write_config(&mgr, "[[unit]]\nname = \"web\"\n");
+    // A socket that accepts connections and never says a word: the handshake must not hang.
+    let path = mgr.work_dir().join("silent-bus");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for s in listener.incoming().take(2) {
+            open.push(s);
+        }
+        open
+    });
+    let mut cmd = crate::support::unitwarden_command(Some(&mgr));
+    cmd.env(
+        "DBUS_SESSION_BUS_ADDRESS",
+        format!("unix:path={}", path.display()),
+    )
+    .arg("--config")
+    .arg(&cfg)
+    .arg("run");
+    let d = Daemon::from_command(cmd);
+    let first = Instant::now();
+    d.wait_for_stderr("the handshake given up", Duration::from_secs(60), |l| {
+        l.contains("no answer to the connection handshake") && l.contains("retrying")
+    });
+    // ... and tried again, not hung.
+    wait_until("a second try", Duration::from_secs(60), || {
+        (count(&d, &["no answer to the connection handshake"]) >= 2).then_some(())
+    });
+    assert!(
+        first.elapsed() < Duration::from_secs(50),
+        "{:?}",
+        first.elapsed()
+    );
+    drop(d);
+    drop(held);
+}
