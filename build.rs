@@ -32,6 +32,11 @@ read it with \fBsystemctl status unitwarden\fR, whose Status: line is kept curre
 \fBtail \-F /var/log/unitwarden/unitwarden.log\fR.
 \fBsystemctl reload unitwarden\fR rereads the configuration; an invalid one is rejected and
 the running one stays.
+.PP
+If \fBunitwarden.service\fR itself fails for good (its start limit is hit, or the configuration
+it starts with is invalid), \fBunitwarden\-failed.service\fR, its \fIOnFailure=\fR unit, runs
+\fBunitwarden alert\-self\-failure\fR: one email to the \fB[email]\fR recipients, with the unit's
+journal.
 "#;
 
 /// Sections clap cannot derive: where the files are and what the exit codes mean.

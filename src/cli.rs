@@ -19,6 +19,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_CONFIG } else { 0 });
         }
     };
+    if let Cmd::AlertSelfFailure { unit } = &cli.command {
+        // Before the config is loaded: a config the daemon refused may be what it must report.
+        return with_runtime(crate::selfalert::run(&cli.config, unit));
+    }
     let settings = match config::load(&cli.config) {
         Ok(s) => s,
         Err(e) => {
@@ -58,6 +62,8 @@ pub fn main() -> ExitCode {
             eprintln!("unitwarden: no daemon answers");
             ExitCode::from(crate::args::EXIT_NO_DAEMON)
         }
+        // Taken above already; a valid config changes nothing about it.
+        Cmd::AlertSelfFailure { unit } => with_runtime(crate::selfalert::run(&cli.config, &unit)),
         Cmd::Run => with_runtime(run(settings)),
         Cmd::Once => with_runtime(once(settings)),
     }
