@@ -208,7 +208,11 @@ impl Failure {
 
     fn from_vars(var: impl Fn(&str) -> Option<String>) -> Failure {
         let exit = match (var("MONITOR_EXIT_CODE"), var("MONITOR_EXIT_STATUS")) {
-            (Some(code), Some(status)) => Some(format!("code={code}, status={status}")),
+            // A signal comes by name ("KILL"); `systemctl status` says "9/KILL".
+            (Some(code), Some(status)) => Some(match signal_number(&status) {
+                Some(n) => format!("code={code}, status={n}/{status}"),
+                None => format!("code={code}, status={status}"),
+            }),
             _ => None,
         };
         Failure {
@@ -228,6 +232,11 @@ impl Failure {
             None => self,
         }
     }
+}
+
+fn signal_number(name: &str) -> Option<i32> {
+    let signal: nix::sys::signal::Signal = format!("SIG{name}").parse().ok()?;
+    Some(signal as i32)
 }
 
 /// Where the unit ended up.
@@ -492,6 +501,16 @@ mod tests {
         assert_eq!(f.result, Some(ServiceResult::ExitCode));
         assert_eq!(f.exit.as_deref(), Some("code=exited, status=2"));
         assert_eq!(Failure::from_vars(|_| None), Failure::default());
+        let killed = Failure::from_vars(|name| {
+            match name {
+                "MONITOR_SERVICE_RESULT" => Some("signal"),
+                "MONITOR_EXIT_CODE" => Some("killed"),
+                "MONITOR_EXIT_STATUS" => Some("KILL"),
+                _ => None,
+            }
+            .map(String::from)
+        });
+        assert_eq!(killed.exit.as_deref(), Some("code=killed, status=9/KILL"));
 
         let mut heard = observed("failed", "failed", false);
         assert_eq!(f.clone().or_heard(&heard), f);
