@@ -88,6 +88,12 @@ pub enum Cmd {
         #[arg(value_name = "UNIT", required = true)]
         units: Vec<String>,
     },
+    /// Email, once, that UNIT (unitwarden itself) failed for good; run by unitwarden-failed.service (exit 0 sent or nothing to send, 1 not sent)
+    AlertSelfFailure {
+        /// The unit whose failure to report
+        #[arg(long, default_value = "unitwarden.service", value_name = "UNIT")]
+        unit: String,
+    },
     /// Print a polkit rule letting USER start, restart and reset exactly the configured units
     PolkitRule {
         /// The account unitwarden runs as in least-privilege mode (User= in its unit)

@@ -23,6 +23,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_CONFIG } else { 0 });
         }
     };
+    if let Cmd::AlertSelfFailure { unit } = &cli.command {
+        // Before the config is loaded: a config the daemon refused may be what it must report.
+        return with_runtime(crate::selfalert::run(&cli.config, unit));
+    }
     if let Some(request) = control_request(&cli.command) {
         return control(&cli, request);
     }
@@ -66,6 +70,8 @@ pub fn main() -> ExitCode {
         Cmd::Status { .. } | Cmd::Pause { .. } | Cmd::Resume { .. } | Cmd::Retry { .. } => {
             unreachable!("answered by the daemon")
         }
+        // Taken above already; a valid config changes nothing about it.
+        Cmd::AlertSelfFailure { unit } => with_runtime(crate::selfalert::run(&cli.config, &unit)),
         Cmd::Run => with_runtime(run(settings)),
         Cmd::Once => with_runtime(once(settings)),
     }

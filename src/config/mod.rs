@@ -2,10 +2,11 @@
 //! into validated [`Settings`] of domain types. Every error names `PATH:LINE:COL`.
 //!
 //! `raw` is the file's shape, `validate` turns it into `Settings`, `summary` is what
-//! `check-config` prints.
+//! `check-config` prints, `keys` lists every key for the man page.
 
 mod document;
 mod file;
+pub mod keys;
 mod raw;
 mod summary;
 mod validate;

@@ -1,22 +1,25 @@
-//! The Debian package on a real Debian 12 booted by systemd-nspawn (TESTING.md, recipe B):
-//! the .deb is built with cargo-deb and checked with lintian, installed with apt into a
-//! container whose PID 1 is systemd, and the installed service is driven as an operator
-//! would: restarts and their alert emails with the unit's journal (a real SMTP server and real
-//! journald in the container, reached from inside the sandbox), reloads (good and broken), a
-//! killed watchdog and its pings, least-privilege mode with the generated polkit rule, an
-//! upgrade over a locally edited conffile, removal, purge, and an install over an invalid
-//! config.
+//! The Debian package on both Debian stables, 12 (bookworm, systemd 252) and 13 (trixie,
+//! systemd 257), each booted by systemd-nspawn (TESTING.md, recipe B): the .deb is built once
+//! with cargo-deb and checked with lintian, installed with apt into a container whose PID 1 is
+//! systemd, and the installed service is driven as an operator would: restarts and their alert
+//! emails with the unit's journal (a real SMTP server and real journald in the container,
+//! reached from inside the sandbox), its runtime directory, reloads (good and broken), a killed
+//! watchdog and its pings, unitwarden itself failing for good and the one email that says so,
+//! least-privilege mode with the generated polkit rule, an upgrade over a locally edited
+//! conffile, removal, purge, and an install over an invalid config.
 //!
-//! One test, one container: the steps build on each other like an operator's day, and a boot
-//! plus an apt install per step would cost more than the steps themselves.
+//! One test per release, one container each: the steps build on each other like an operator's
+//! day, and a boot plus an apt install per step would cost more than the steps themselves. The
+//! two share the .deb and take turns with the machine, so each one's deadlines hold as they do
+//! alone.
 
 use std::collections::HashSet;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -77,6 +80,9 @@ min_interval = "1s"
 /// aiosmtpd (Debian's python3-aiosmtpd) writing every message into a Maildir.
 const SMTP_UNIT: &str = "[Service]\nStateDirectory=uw-smtp\nExecStart=/usr/bin/python3 -m aiosmtpd -n -l 127.0.0.1:2525 -c aiosmtpd.handlers.Mailbox /var/lib/uw-smtp/Maildir\n";
 const MAILDIR: &str = "/var/lib/uw-smtp/Maildir";
+/// The `OnFailure=` unit of unitwarden.service, and the subject of its one email.
+const FAILED_UNIT: &str = "unitwarden-failed.service";
+const FAILED_SUBJECT: &str = "unitwarden itself failed";
 
 /// A stand-in worker (a template, for the glob) and a unit the config does not name.
 const WORKER_UNIT: &str = "[Service]\nExecStart=/bin/sleep infinity\n";
@@ -86,51 +92,96 @@ const OUTSIDE_UNIT: &str = "[Service]\nExecStart=/bin/sleep infinity\n";
 const LEAST_PRIVILEGE_DROPIN: &str =
     "[Service]\nUser=unitwarden\nGroup=unitwarden\nSupplementaryGroups=systemd-journal\n";
 
+/// A Debian release the package must work on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Suite {
+    Bookworm,
+    Trixie,
+}
+
+impl Suite {
+    fn name(self) -> &'static str {
+        match self {
+            Suite::Bookworm => "bookworm",
+            Suite::Trixie => "trixie",
+        }
+    }
+}
+
 #[test]
-fn the_deb_installs_runs_hardened_upgrades_and_purges_on_a_real_debian() {
+fn the_deb_installs_runs_hardened_upgrades_and_purges_on_debian_12_bookworm() {
+    package_test(Suite::Bookworm);
+}
+
+#[test]
+fn the_deb_installs_runs_hardened_upgrades_and_purges_on_debian_13_trixie() {
+    package_test(Suite::Trixie);
+}
+
+/// The .debs and their lintian verdict, made once for both releases.
+static DEBS: OnceLock<Debs> = OnceLock::new();
+/// One container at a time.
+static MACHINE: Mutex<()> = Mutex::new(());
+
+fn package_test(suite: Suite) {
     let started = Instant::now();
-    preflight();
+    let tag = suite.name();
+    preflight(suite);
     let target = target_dir();
 
-    let mut clock = Stages::new();
-    let debs = build_debs(&target);
-    clock.done("build the .debs (cargo deb)");
-    let deb_size = fs::metadata(debs.dir.join(&debs.first)).unwrap().len();
-    eprintln!("[deb] {} is {} bytes", debs.first, deb_size);
+    let mut clock = Stages::new(tag);
+    let debs = DEBS.get_or_init(|| {
+        let debs = build_debs(&target);
+        let deb_size = fs::metadata(debs.dir.join(&debs.first)).unwrap().len();
+        eprintln!("[deb] {} is {} bytes", debs.first, deb_size);
+        lintian(&debs.dir.join(&debs.first));
+        debs
+    });
+    clock.done("build the .debs (cargo deb) and lintian, or wait for them");
 
-    lintian(&debs.dir.join(&debs.first));
-    clock.done("lintian");
-
-    let tarball = rootfs_tarball(&target);
+    let tarball = rootfs_tarball(&target, suite);
+    clock.done("root file system (cached tarball)");
+    // A test that failed while holding the machine leaves it free all the same.
+    let _turn = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    clock.done("wait for the machine");
     let rootfs = unpack(&tarball, &target);
-    clock.done("root file system (cached tarball, unpacked)");
+    clock.done("unpack the root file system");
 
     let ct = Container::boot(&rootfs.path().join("root"), &debs.dir);
     clock.done("boot");
+    let systemd = ct.out(&["systemctl", "--version"]);
+    eprintln!(
+        "[deb {tag}] {}",
+        systemd.lines().next().unwrap_or("systemd: unknown version")
+    );
 
-    install(&ct, &debs);
+    install(&ct, debs);
     clock.done("install");
+    runtime_directory(&ct);
+    clock.done("runtime directory");
     watch_nginx(&ct);
     clock.done("kill -9 nginx, alert email");
     broken_reload(&ct);
     clock.done("broken reload");
     kill_the_watchdog(&ct);
     clock.done("kill -9 unitwarden");
+    failed_for_good(&ct);
+    clock.done("unitwarden failed for good, one email");
     watchdog_pings(&ct);
     clock.done("watchdog pings");
     least_privilege(&ct);
     clock.done("least privilege");
-    upgrade(&ct, &debs);
+    upgrade(&ct, debs);
     clock.done("upgrade");
     remove_and_purge(&ct);
     clock.done("remove and purge");
-    install_over_invalid_config(&ct, &debs);
+    install_over_invalid_config(&ct, debs);
     clock.done("install over an invalid config");
 
     drop(ct);
     drop(rootfs);
     clock.done("halt and clean up");
-    eprintln!("[deb] total {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!("[deb {tag}] total {:.1}s", started.elapsed().as_secs_f64());
 }
 
 // ---------------------------------------------------------------------------
@@ -179,6 +230,44 @@ fn install(ct: &Container, debs: &Debs) {
         exposure <= 2.0,
         "exposure {exposure} is above the 2.0 target\n{}",
         ct.out(&["systemd-analyze", "security", "unitwarden.service"])
+    );
+}
+
+/// `/run/unitwarden`, where the control socket lives, comes from the unit (`RuntimeDirectory=`):
+/// mode 0750 in group adm, so an operator in adm can reach the socket, and writable under the
+/// sandbox: an `ExecStartPost=`, sandboxed like the daemon, binds a Unix socket there. Made at
+/// each start and removed at each stop, so nothing stale is left in it.
+fn runtime_directory(ct: &Container) {
+    const DROPIN: &str = "/etc/systemd/system/unitwarden.service.d/socket-test.conf";
+    const PROBE: &str = "/run/unitwarden/probe.sock";
+    let dir = fs::metadata(ct.path("/run/unitwarden"))
+        .expect("/run/unitwarden should exist while unitwarden runs");
+    assert!(dir.is_dir());
+    assert_eq!(dir.mode() & 0o7777, 0o750, "mode of /run/unitwarden");
+    let adm = ct.ok(&["getent", "group", "adm"]);
+    let adm_gid = adm.split(':').nth(2).unwrap_or_default();
+    assert_eq!(dir.gid().to_string(), adm_gid, "group of /run/unitwarden");
+
+    ct.write(
+        DROPIN,
+        &format!(
+            "[Service]\nExecStartPost=/usr/bin/python3 -c \"import socket; socket.socket(socket.AF_UNIX).bind('{PROBE}')\"\n"
+        ),
+    );
+    ct.ok(&["systemctl", "daemon-reload"]);
+    ct.ok(&["systemctl", "restart", "unitwarden"]);
+    ct.wait_active("unitwarden");
+    let probe = fs::symlink_metadata(ct.path(PROBE))
+        .expect("the sandboxed service should be able to bind a socket in /run/unitwarden");
+    assert!(probe.file_type().is_socket(), "{PROBE} is not a socket");
+
+    fs::remove_file(ct.path(DROPIN)).unwrap();
+    ct.ok(&["systemctl", "daemon-reload"]);
+    ct.ok(&["systemctl", "restart", "unitwarden"]);
+    ct.wait_active("unitwarden");
+    assert!(
+        fs::symlink_metadata(ct.path(PROBE)).is_err(),
+        "/run/unitwarden should be made anew at each start"
     );
 }
 
@@ -290,9 +379,23 @@ fn kill_the_watchdog(ct: &Container) {
     let nginx = ct.main_pid("nginx");
     let attempts = ct.log_count(&["unit=nginx.service", "action=restart"]);
     let old = ct.main_pid("unitwarden");
+    let runs = ct.show(FAILED_UNIT, "ExecMainStartTimestampMonotonic");
     ct.ok(&["kill", "-9", &old.to_string()]);
     ct.wait_restarted("unitwarden", old);
     assert_eq!(ct.show("unitwarden", "NRestarts"), "1");
+    // A crash that Restart= heals is no news. systemd 254+ starts the OnFailure= unit for it
+    // all the same; seeing unitwarden running again, it sends nothing.
+    ct.wait_settled(FAILED_UNIT);
+    let ran = ct.show(FAILED_UNIT, "ExecMainStartTimestampMonotonic") != runs;
+    if ran {
+        assert_eq!(ct.show(FAILED_UNIT, "ExecMainStatus"), "0");
+    }
+    eprintln!("[deb] a healed crash of unitwarden: {FAILED_UNIT} ran: {ran}");
+    assert_eq!(
+        ct.self_failure_mails().len(),
+        0,
+        "no email for a healed crash"
+    );
     // Active again means READY=1, sent after the first full pass: anything the new instance
     // would do to nginx on start it has decided by now.
     assert_eq!(
@@ -305,6 +408,90 @@ fn kill_the_watchdog(ct: &Container) {
         attempts,
         "no restart attempt on nginx after unitwarden itself was restarted"
     );
+}
+
+/// unitwarden.service driven into its start limit by kills, then refused by a broken config:
+/// each time it stays failed, `unitwarden-failed.service` (its `OnFailure=`) sends exactly one
+/// email with the unit's journal, through the config's `[email]`, read on its own when the
+/// rest of the file is refused. The crashes systemd healed on the way send nothing.
+fn failed_for_good(ct: &Container) {
+    const DROPIN: &str = "/etc/systemd/system/unitwarden.service.d/start-limit-test.conf";
+    assert!(ct.self_failure_mails().is_empty());
+    // Three starts in ten minutes, each restart a second after a crash: the third kill is the
+    // last one systemd heals.
+    ct.write(
+        DROPIN,
+        "[Unit]\nStartLimitBurst=3\n[Service]\nRestartSec=1s\n",
+    );
+    ct.ok(&["systemctl", "daemon-reload"]);
+    // Clears the start counter of the earlier steps; this restart is start 1.
+    ct.ok(&["systemctl", "reset-failed", "unitwarden"]);
+    ct.ok(&["systemctl", "restart", "unitwarden"]);
+    ct.wait_active("unitwarden");
+    for _ in 2..=3 {
+        let old = ct.main_pid("unitwarden");
+        ct.ok(&["kill", "-9", &old.to_string()]);
+        ct.wait_restarted("unitwarden", old);
+    }
+    let old = ct.main_pid("unitwarden");
+    ct.ok(&["kill", "-9", &old.to_string()]);
+    wait_until("unitwarden.service failed for good", T, || {
+        (ct.active_state("unitwarden") == "failed").then_some(())
+    });
+    let mail = ct.one_self_failure_mail(1);
+    eprintln!(
+        "[deb] start limit: {}\n{}",
+        mail.subject(),
+        mail.body.trim_end()
+    );
+    for want in [
+        "Unit: unitwarden.service\n",
+        "Journal (journalctl -u unitwarden.service -n 50):\n",
+        "systemctl reset-failed unitwarden.service && systemctl start unitwarden.service",
+    ] {
+        assert!(
+            mail.body.contains(want),
+            "missing {want:?} in\n{}",
+            mail.body
+        );
+    }
+    // The journal tail is unitwarden's own, up to the end: its start lines, systemd's word on
+    // the kills and on the start limit.
+    assert!(
+        mail.body.contains("unitwarden starting")
+            && mail.body.contains("status=9/KILL")
+            && mail.body.contains("Start request repeated too quickly"),
+        "the email should carry unitwarden.service's journal:\n{}",
+        mail.body
+    );
+
+    // A config broken by an edit (or an upgrade): exit 2, not restarted, failed at once.
+    fs::remove_file(ct.path(DROPIN)).unwrap();
+    ct.ok(&["systemctl", "daemon-reload"]);
+    ct.write(CONFIG, &format!("{WATCHED}\n[daemon2]\n"));
+    ct.ok(&["systemctl", "reset-failed", "unitwarden"]);
+    let start = ct.run(&["systemctl", "restart", "unitwarden"]);
+    assert!(
+        !start.status.success(),
+        "unitwarden should not start with a broken config"
+    );
+    wait_until("unitwarden.service failed with the config", T, || {
+        (ct.active_state("unitwarden") == "failed").then_some(())
+    });
+    assert_eq!(ct.show("unitwarden", "ExecMainStatus"), "2");
+    let mail = ct.one_self_failure_mail(2);
+    assert!(
+        mail.body.contains(&format!("Config: {CONFIG}:"))
+            && mail.body.contains("unknown field `daemon2`"),
+        "the email should say what is wrong with the config:\n{}",
+        mail.body
+    );
+    eprintln!("[deb] broken config: {}", mail.subject());
+
+    ct.write(CONFIG, WATCHED);
+    ct.ok(&["systemctl", "reset-failed", "unitwarden"]);
+    ct.ok(&["systemctl", "start", "unitwarden"]);
+    ct.wait_active("unitwarden");
 }
 
 /// With `WatchdogSec=2s`, the daemon keeps pinging (under the sandbox) for longer than one
@@ -633,9 +820,11 @@ fn lintian(deb: &Path) {
     );
 }
 
-fn rootfs_tarball(target: &Path) -> PathBuf {
+fn rootfs_tarball(target: &Path, suite: Suite) -> PathBuf {
     let mut cmd = Command::new("bash");
-    cmd.arg(ROOTFS_SCRIPT).arg(target.join("e2e-rootfs"));
+    cmd.arg(ROOTFS_SCRIPT)
+        .arg(target.join("e2e-rootfs"))
+        .arg(suite.name());
     let out = run_to_completion(cmd, BUILD_DEADLINE);
     assert_success("tests/harness/debian-rootfs.sh", &out);
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
@@ -690,6 +879,9 @@ struct Container {
 impl Container {
     fn boot(rootfs: &Path, debs: &Path) -> Container {
         let mut child = Command::new("bash")
+            // cgroup v2 only inside, as Debian 12 and 13 boot by default (the host may be
+            // hybrid); systemd 257 is meant for nothing else.
+            .env("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1")
             .arg(NSPAWN_SCRIPT)
             .arg(rootfs)
             .arg(format!("--bind-ro={}:{DEBS_IN_CT}", debs.display()))
@@ -889,6 +1081,55 @@ impl Container {
             .collect()
     }
 
+    /// The emails of `unitwarden-failed.service`, oldest first.
+    fn self_failure_mails(&self) -> Vec<Mail> {
+        self.mails()
+            .into_iter()
+            .filter(|m| m.subject().contains(FAILED_SUBJECT))
+            .collect()
+    }
+
+    /// Waits for the `n`th email of `unitwarden-failed.service` and for that unit to finish,
+    /// then checks no other came with it; returns the newest.
+    fn one_self_failure_mail(&self, n: usize) -> Mail {
+        let arrived = poll_until(T, || self.self_failure_mails().len() >= n);
+        if !arrived {
+            panic!(
+                "no email {n} from {FAILED_UNIT} within {T:?}\n{}",
+                self.diagnostics(FAILED_UNIT)
+            );
+        }
+        self.wait_settled(FAILED_UNIT);
+        let mut mails = self.self_failure_mails();
+        assert_eq!(
+            mails.len(),
+            n,
+            "exactly one email per failure:\n{}",
+            mails
+                .iter()
+                .map(|m| format!("--- {} ---\n{}", m.subject(), m.body))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        mails.pop().unwrap()
+    }
+
+    /// Waits until `unit` (a oneshot) is not running nor about to.
+    fn wait_settled(&self, unit: &str) {
+        let mut last = String::new();
+        let done = poll_until(T, || {
+            last = self.active_state(unit);
+            let jobs = self.out(&["systemctl", "list-jobs", "--no-legend", unit]);
+            matches!(last.as_str(), "inactive" | "failed") && jobs.is_empty()
+        });
+        if !done {
+            panic!(
+                "{unit} is still {last} after {T:?}\n{}",
+                self.diagnostics(unit)
+            );
+        }
+    }
+
     /// The overall exposure `systemd-analyze security UNIT` reports.
     fn exposure(&self, unit: &str) -> f64 {
         let text = self.out(&["systemd-analyze", "security", "--no-pager", unit]);
@@ -969,7 +1210,7 @@ fn path_str(p: &Path) -> String {
 }
 
 /// Everything this test drives, named, so a machine without it fails with the reason.
-fn preflight() {
+fn preflight(suite: Suite) {
     let mut missing = Vec::new();
     if fs::read_to_string("/proc/self/status").ok().and_then(|s| {
         s.lines()
@@ -994,6 +1235,14 @@ fn preflight() {
         if !in_path(program) {
             missing.push(format!("{program} (Debian package {package})"));
         }
+    }
+    let script = Path::new("/usr/share/debootstrap/scripts").join(suite.name());
+    if in_path("debootstrap") && !script.exists() {
+        missing.push(format!(
+            "a debootstrap that knows {} ({} is missing; .ci/run links it to sid)",
+            suite.name(),
+            script.display()
+        ));
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let has_cargo_deb = Command::new(cargo)
@@ -1020,19 +1269,25 @@ fn in_path(program: &str) -> bool {
 
 /// Elapsed time per step, for the test's output.
 struct Stages {
+    tag: &'static str,
     last: Instant,
 }
 
 impl Stages {
-    fn new() -> Stages {
+    fn new(tag: &'static str) -> Stages {
         Stages {
+            tag,
             last: Instant::now(),
         }
     }
 
     fn done(&mut self, what: &str) {
         let now = Instant::now();
-        eprintln!("[deb] {what}: {:.1}s", (now - self.last).as_secs_f64());
+        eprintln!(
+            "[deb {}] {what}: {:.1}s",
+            self.tag,
+            (now - self.last).as_secs_f64()
+        );
         let _ = std::io::stderr().flush();
         self.last = now;
     }
