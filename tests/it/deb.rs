@@ -234,12 +234,11 @@ fn install(ct: &Container, debs: &Debs) {
 }
 
 /// `/run/unitwarden`, where the control socket lives, comes from the unit (`RuntimeDirectory=`):
-/// mode 0750 in group adm, so an operator in adm can reach the socket, and writable under the
-/// sandbox: an `ExecStartPost=`, sandboxed like the daemon, binds a Unix socket there. Made at
-/// each start and removed at each stop, so nothing stale is left in it.
+/// mode 0750 in group adm. The daemon binds `control.sock` there, 0660 in group adm, under the
+/// whole sandbox: an operator in adm reads `unitwarden status` without sudo, and is refused
+/// `pause` (root only). Made at each start and removed at each stop.
 fn runtime_directory(ct: &Container) {
-    const DROPIN: &str = "/etc/systemd/system/unitwarden.service.d/socket-test.conf";
-    const PROBE: &str = "/run/unitwarden/probe.sock";
+    const SOCK: &str = "/run/unitwarden/control.sock";
     let dir = fs::metadata(ct.path("/run/unitwarden"))
         .expect("/run/unitwarden should exist while unitwarden runs");
     assert!(dir.is_dir());
@@ -247,28 +246,45 @@ fn runtime_directory(ct: &Container) {
     let adm = ct.ok(&["getent", "group", "adm"]);
     let adm_gid = adm.split(':').nth(2).unwrap_or_default();
     assert_eq!(dir.gid().to_string(), adm_gid, "group of /run/unitwarden");
+    let sock = fs::symlink_metadata(ct.path(SOCK))
+        .expect("the sandboxed daemon should bind its control socket in /run/unitwarden");
+    assert!(sock.file_type().is_socket(), "{SOCK} is not a socket");
+    assert_eq!(sock.mode() & 0o777, 0o660, "mode of {SOCK}");
+    assert_eq!(sock.gid().to_string(), adm_gid, "group of {SOCK}");
 
-    ct.write(
-        DROPIN,
-        &format!(
-            "[Service]\nExecStartPost=/usr/bin/python3 -c \"import socket; socket.socket(socket.AF_UNIX).bind('{PROBE}')\"\n"
-        ),
-    );
-    ct.ok(&["systemctl", "daemon-reload"]);
-    ct.ok(&["systemctl", "restart", "unitwarden"]);
-    ct.wait_active("unitwarden");
-    let probe = fs::symlink_metadata(ct.path(PROBE))
-        .expect("the sandboxed service should be able to bind a socket in /run/unitwarden");
-    assert!(probe.file_type().is_socket(), "{PROBE} is not a socket");
-
-    fs::remove_file(ct.path(DROPIN)).unwrap();
-    ct.ok(&["systemctl", "daemon-reload"]);
-    ct.ok(&["systemctl", "restart", "unitwarden"]);
-    ct.wait_active("unitwarden");
+    let _ = ct.run(&["useradd", "--groups", "adm", "--no-create-home", "op"]);
+    let status = ct.run(&["runuser", "-u", "op", "--", "unitwarden", "status"]);
+    let out = String::from_utf8_lossy(&status.stdout);
     assert!(
-        fs::symlink_metadata(ct.path(PROBE)).is_err(),
-        "/run/unitwarden should be made anew at each start"
+        status.status.success() && out.contains("UNIT") && out.contains("systemd-journald.service"),
+        "unitwarden status as a member of adm: {}\n{out}{}",
+        status.status,
+        String::from_utf8_lossy(&status.stderr)
     );
+    let pause = ct.run(&[
+        "runuser",
+        "-u",
+        "op",
+        "--",
+        "unitwarden",
+        "pause",
+        "systemd-journald",
+    ]);
+    assert_eq!(
+        pause.status.code(),
+        Some(4),
+        "pause as a member of adm must be refused: {}",
+        String::from_utf8_lossy(&pause.stderr)
+    );
+
+    ct.ok(&["systemctl", "stop", "unitwarden"]);
+    assert!(
+        fs::symlink_metadata(ct.path(SOCK)).is_err(),
+        "the socket goes with the daemon"
+    );
+    ct.ok(&["systemctl", "start", "unitwarden"]);
+    ct.wait_active("unitwarden");
+    assert!(fs::symlink_metadata(ct.path(SOCK)).is_ok());
 }
 
 fn watch_nginx(ct: &Container) {
