@@ -10,26 +10,15 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use crate::smtp::{Options, Smtp};
-use crate::support::{Daemon, Manager, run_cli, run_to_completion, unitwarden_command, wait_until};
+use crate::support::{
+    Daemon, Manager, run_cli, run_to_completion, unitwarden_command, wait_until, write_config,
+};
 
 const T: Duration = Duration::from_secs(30);
 
-/// A config for `mgr`, its socket in the test's own directory, plus `extra` TOML.
-fn write_config(mgr: &Manager, extra: &str) -> PathBuf {
-    let dir = mgr.work_dir();
-    let path = dir.join("unitwarden.toml");
-    let text = format!(
-        "[daemon]\nbus = \"user\"\nlog_dir = \"{log}\"\nstate_dir = \"{state}\"\ncontrol_socket = \"{sock}\"\n{extra}",
-        log = dir.join("log").display(),
-        state = dir.join("state").display(),
-        sock = socket(mgr).display(),
-    );
-    fs::write(&path, text).unwrap();
-    path
-}
-
+/// Where [`write_config`] puts the socket.
 fn socket(mgr: &Manager) -> PathBuf {
-    mgr.work_dir().join("run/control.sock")
+    mgr.work_dir().join("control.sock")
 }
 
 fn sleeper(mgr: &Manager, name: &str, extra: &str) {

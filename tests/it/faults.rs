@@ -9,22 +9,9 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::support::{Daemon, Manager, wait_until};
+use crate::support::{Daemon, Manager, wait_until, write_config};
 
 const T: Duration = Duration::from_secs(30);
-
-fn write_config(mgr: &Manager, extra: &str) -> PathBuf {
-    let dir = mgr.work_dir();
-    let path = dir.join("unitwarden.toml");
-    let text = format!(
-        "[daemon]\nbus = \"user\"\nlog_dir = \"{log}\"\nstate_dir = \"{state}\"\ncontrol_socket = \"{sock}\"\n{extra}",
-        log = dir.join("log").display(),
-        state = dir.join("state").display(),
-        sock = dir.join("control.sock").display(),
-    );
-    fs::write(&path, text).unwrap();
-    path
-}
 
 /// A service whose start takes `pre` (its `ExecStartPre=` sleeps), counting its starts.
 fn service(mgr: &Manager, name: &str, pre: &str) {

@@ -2,26 +2,12 @@
 //! own Restart=, start limits, persistence across kill -9, globs, windows, reload, `once`.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{Daemon, Manager, run_cli, wait_until};
+use crate::support::{Daemon, Manager, run_cli, wait_until, write_config};
 
 const T: Duration = Duration::from_secs(30);
-
-/// A config for `mgr` with the test's own state and log dirs, plus `extra` TOML.
-fn write_config(mgr: &Manager, extra: &str) -> PathBuf {
-    let dir = mgr.work_dir();
-    let path = dir.join("unitwarden.toml");
-    let text = format!(
-        "[daemon]\nbus = \"user\"\nlog_dir = \"{log}\"\nstate_dir = \"{state}\"\ncontrol_socket = \"{sock}\"\n{extra}",
-        log = dir.join("log").display(),
-        state = dir.join("state").display(),
-        sock = dir.join("control.sock").display(),
-    );
-    fs::write(&path, text).unwrap();
-    path
-}
 
 /// A long-running stand-in service that records each start in `WORK/NAME.starts`.
 fn sleeper(mgr: &Manager, name: &str, extra: &str) {

@@ -677,6 +677,21 @@ pub fn unitwarden_command(mgr: Option<&Manager>) -> Command {
     cmd
 }
 
+/// A daemon config for `mgr` (`bus = "user"`; log, state and control socket in the test's
+/// own directory), plus `extra` TOML; returns its path.
+pub fn write_config(mgr: &Manager, extra: &str) -> PathBuf {
+    let dir = mgr.work_dir();
+    let path = dir.join("unitwarden.toml");
+    let text = format!(
+        "[daemon]\nbus = \"user\"\nlog_dir = \"{log}\"\nstate_dir = \"{state}\"\ncontrol_socket = \"{sock}\"\n{extra}",
+        log = dir.join("log").display(),
+        state = dir.join("state").display(),
+        sock = dir.join("control.sock").display(),
+    );
+    fs::write(&path, text).unwrap();
+    path
+}
+
 /// Runs `unitwarden ARGS` to completion (check-config, once, windows, ...),
 /// with stdin closed; panics if it has not finished within a minute.
 #[track_caller]
