@@ -335,13 +335,58 @@ impl fmt::Display for LoadState {
 }
 
 /// `SubState`: dozens of values across unit types, so it stays a name; the one that changes our
-/// decisions, `auto-restart`, has its own predicate.
+/// decisions, `auto-restart`, has its own predicate. The names systemd uses are kept as static
+/// strings: every watched unit holds one, and a thousand small allocations are not free.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct SubState(String);
+pub struct SubState(std::borrow::Cow<'static, str>);
+
+/// systemd's sub-states (services, sockets, timers, targets, mounts, paths, ...).
+const KNOWN_SUB_STATES: [&str; 37] = [
+    "running",
+    "dead",
+    "failed",
+    "exited",
+    "start",
+    "start-pre",
+    "start-post",
+    "condition",
+    "reload",
+    "reload-signal",
+    "reload-notify",
+    "stop",
+    "stop-watchdog",
+    "stop-sigterm",
+    "stop-sigkill",
+    "stop-post",
+    "final-watchdog",
+    "final-sigterm",
+    "final-sigkill",
+    "auto-restart",
+    "auto-restart-queued",
+    "dead-before-auto-restart",
+    "failed-before-auto-restart",
+    "dead-resources-pinned",
+    "cleaning",
+    "active",
+    "listening",
+    "waiting",
+    "elapsed",
+    "mounted",
+    "mounting",
+    "unmounting",
+    "plugged",
+    "tentative",
+    "abandoned",
+    "start-chown",
+    "refreshing",
+];
 
 impl SubState {
     pub fn new(s: &str) -> SubState {
-        SubState(s.to_string())
+        match KNOWN_SUB_STATES.iter().find(|k| **k == s) {
+            Some(k) => SubState(std::borrow::Cow::Borrowed(k)),
+            None => SubState(std::borrow::Cow::Owned(s.to_string())),
+        }
     }
 
     pub fn is_auto_restart(&self) -> bool {

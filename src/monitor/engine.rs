@@ -94,7 +94,7 @@ impl Engine {
             e.watch(name.clone(), None);
             if let Some(w) = e.units.get_mut(&name) {
                 w.machine.suspend();
-                w.hold = Some(hold);
+                w.hold = Some(Box::new(hold));
             }
         }
         if mode == Mode::Once {
@@ -183,7 +183,7 @@ impl Engine {
             if let Some(d) = w.machine.next_deadline(&w.settings.policy, now) {
                 wake = wake.min(d);
             }
-            if let Some(until) = w.hold.as_ref().and_then(Hold::until) {
+            if let Some(until) = w.hold.as_deref().and_then(Hold::until) {
                 wake = wake.min(now.instant_of(until));
             }
         }
@@ -447,7 +447,7 @@ impl Engine {
                     .as_ref()
                     .is_some_and(|o| o.active == ActiveState::Inactive)
             {
-                w.hold = Some(Hold::OperatorStop { since: now.wall });
+                w.hold = Some(Box::new(Hold::OperatorStop { since: now.wall }));
                 w.machine.suspend();
                 self.dirty = true;
                 self.apply(name, fx, now);
@@ -455,7 +455,7 @@ impl Engine {
                 return;
             }
         }
-        match &w.hold {
+        match w.hold.as_deref() {
             Some(Hold::OperatorStop { .. }) => {
                 let started = w.obs.as_ref().is_some_and(|o| {
                     matches!(
@@ -532,7 +532,7 @@ impl Engine {
             .iter()
             .filter(|(_, w)| {
                 w.hold
-                    .as_ref()
+                    .as_deref()
                     .and_then(Hold::until)
                     .is_some_and(|t| t <= now.wall)
             })
@@ -596,12 +596,12 @@ impl Engine {
                 if let Some(w) = self.units.get_mut(&name)
                     && !w.machine.job_running()
                 {
-                    w.foreign_job = Some(job);
+                    w.foreign_job = Some(Box::new(job));
                 }
             }
             Signal::JobRemoved { name, job, .. } => {
                 if let Some(w) = self.units.get(&name)
-                    && w.foreign_job.as_ref() == Some(&job)
+                    && w.foreign_job.as_deref() == Some(&job)
                     && let Some(mut obs) = w.obs.clone()
                 {
                     // The unit's own signals came before this one: its state is final.

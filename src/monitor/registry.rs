@@ -25,17 +25,21 @@ pub struct Watched {
     pub alias: Option<UnitName>,
     /// A signal's view held back while a fresh read confirms the unit went down.
     pub unconfirmed: Option<Box<Observation>>,
+    // Boxed, like the rest that most units never have: a thousand units each carry these
+    // fields.
     /// An operator's pause or stop: watched and reported, never restarted.
-    pub hold: Option<Hold>,
+    pub hold: Option<Box<Hold>>,
     /// A job someone else queued for the unit (an operator's stop or start, a dependency):
     /// how the unit ends up when it is done tells a deliberate stop from a failure.
-    pub foreign_job: Option<JobPath>,
+    pub foreign_job: Option<Box<JobPath>>,
     /// When the unit was first seen in its current active state.
     pub since: Option<Timestamp>,
-    /// The unit's last lines, newest last, for `status UNIT`. Allocated with the first line:
-    /// most units never have news.
-    pub recent: VecDeque<Recent>,
+    /// The unit's last lines, newest last, for `status UNIT`.
+    history: Option<Box<History>>,
 }
+
+#[derive(Default)]
+struct History(VecDeque<Recent>);
 
 /// One line of a unit's recent history.
 #[derive(Clone, Debug)]
@@ -48,15 +52,21 @@ pub struct Recent {
 
 impl Watched {
     pub fn remember(&mut self, r: Recent) {
-        if self.recent.len() == RECENT {
-            self.recent.pop_front();
+        let lines = &mut self.history.get_or_insert_with(Default::default).0;
+        if lines.len() == RECENT {
+            lines.pop_front();
         }
-        self.recent.push_back(r);
+        lines.push_back(r);
     }
 
     /// The latest line that was an action.
     pub fn last_action(&self) -> Option<&Recent> {
-        self.recent.iter().rev().find(|r| r.action.is_some())
+        self.recent().rev().find(|r| r.action.is_some())
+    }
+
+    /// The unit's last lines, oldest first.
+    pub fn recent(&self) -> impl DoubleEndedIterator<Item = &Recent> {
+        self.history.iter().flat_map(|h| h.0.iter())
     }
 }
 
@@ -102,7 +112,7 @@ impl Registry {
                 hold: None,
                 foreign_job: None,
                 since: None,
-                recent: VecDeque::new(),
+                history: None,
             }),
         );
         true
@@ -177,7 +187,7 @@ impl Registry {
     pub fn holds(&self) -> BTreeMap<UnitName, Hold> {
         self.units
             .iter()
-            .filter_map(|(n, w)| Some((n.clone(), w.hold.clone()?)))
+            .filter_map(|(n, w)| Some((n.clone(), w.hold.as_deref()?.clone())))
             .collect()
     }
 

@@ -33,7 +33,7 @@ pub fn status_line(units: &Registry, schedule: &Schedule<'_>) -> String {
             .as_str()
             .strip_suffix(".service")
             .unwrap_or(name.as_str());
-        match w.hold {
+        match w.hold.as_deref() {
             Some(crate::policy::Hold::Paused { .. }) => {
                 paused.push(short.to_string());
                 continue;

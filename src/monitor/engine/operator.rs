@@ -109,10 +109,10 @@ impl Engine {
         now: &Now,
     ) -> Result<String, String> {
         let w = self.units.get_mut(name).ok_or("not watched")?;
-        w.hold = Some(Hold::Paused {
+        w.hold = Some(Box::new(Hold::Paused {
             since: now.wall,
             until,
-        });
+        }));
         w.machine.suspend();
         w.unconfirmed = None;
         self.dirty = true;
@@ -192,7 +192,7 @@ impl Engine {
     fn unit_report(&self, name: &UnitName, w: &Watched, detail: bool, now: &Now) -> UnitReport {
         let p = &w.settings.policy;
         let episode = episode_state(w);
-        let until = match (&w.hold, episode) {
+        let until = match (w.hold.as_deref(), episode) {
             (Some(hold), _) => hold.until(),
             (None, EpisodeState::BackingOff) => w.machine.attempt_at().map(|at| wall_of(now, at)),
             (None, EpisodeState::GaveUp) => w
@@ -224,7 +224,7 @@ impl Engine {
             last_action: w.last_action().map(recent),
             next_check: wall_of(now, next),
             recent: if detail {
-                w.recent.iter().map(recent).collect()
+                w.recent().map(recent).collect()
             } else {
                 Vec::new()
             },
@@ -234,7 +234,7 @@ impl Engine {
 
 /// Where a unit stands, as `status` names it.
 fn episode_state(w: &Watched) -> EpisodeState {
-    match &w.hold {
+    match w.hold.as_deref() {
         Some(Hold::Paused { .. }) => return EpisodeState::Paused,
         Some(Hold::OperatorStop { .. }) => return EpisodeState::StoppedByOperator,
         None => {}
