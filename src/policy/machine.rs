@@ -100,7 +100,10 @@ pub struct UnitMachine {
     last: Option<Health>,
     rng: u64,
     restarts_seen: Option<u32>,
-    restart_times: VecDeque<Instant>,
+    /// systemd's restarts within `flap_window`: when each rise was seen, and by how many
+    /// (at most `flap_restarts`, which is all the count needs). One entry per rise rather than
+    /// per restart, so a huge `flap_restarts` or a jump of `NRestarts` costs no more than one.
+    restart_times: VecDeque<(Instant, u32)>,
     flapping: bool,
     /// A `Down` was reported and no `Recovered`/`Restarted` yet: recovery is worth telling once,
     /// not after each of systemd's own restarts.
@@ -308,19 +311,21 @@ impl UnitMachine {
             && n > prev
         {
             fx.push(Effect::Crashed { restarts: n });
-            for _ in 0..(n - prev).min(p.flap_restarts.max(1)) {
-                self.restart_times.push_back(now.at);
-            }
+            let rise = (n - prev).min(p.flap_restarts.max(1));
+            self.restart_times.push_back((now.at, rise));
         }
         let horizon = now.at.checked_sub(p.flap_window);
         while self
             .restart_times
             .front()
-            .is_some_and(|t| horizon.is_some_and(|h| *t < h))
+            .is_some_and(|(t, _)| horizon.is_some_and(|h| *t < h))
         {
             self.restart_times.pop_front();
         }
-        let count = self.restart_times.len() as u32;
+        let count = self
+            .restart_times
+            .iter()
+            .fold(0u32, |sum, (_, rise)| sum.saturating_add(*rise));
         if p.flap_restarts > 0 && count >= p.flap_restarts {
             if !self.flapping {
                 self.flapping = true;
@@ -882,6 +887,38 @@ mod tests {
         assert_eq!(
             m.observe_restarts(&p, 7, &s(203)),
             vec![crash(7), Effect::Flapping { restarts: 3 }]
+        );
+    }
+
+    #[test]
+    fn a_huge_flap_restarts_and_a_jump_of_nrestarts_cost_one_entry() {
+        // Found by the fuzzer: `flap_restarts = 2147483648` and NRestarts going from 0 to
+        // u32::MAX queued one instant per restart, two billion of them, in one call.
+        let p = RestartPolicy {
+            flap_restarts: 1 << 31,
+            ..policy()
+        };
+        let base = start();
+        let mut m = UnitMachine::new(None, 1);
+        assert!(m.observe_restarts(&p, 0, &base).is_empty());
+        assert_eq!(
+            m.observe_restarts(&p, u32::MAX, &secs(&base, 1)),
+            vec![
+                Effect::Crashed { restarts: u32::MAX },
+                Effect::Flapping { restarts: 1 << 31 }
+            ]
+        );
+        assert_eq!(m.restart_times.len(), 1);
+        // A burst bigger than flap_restarts is still reported as flapping, once.
+        let p = policy();
+        let mut m = UnitMachine::new(None, 1);
+        m.observe_restarts(&p, 0, &base);
+        assert_eq!(
+            m.observe_restarts(&p, 1000, &secs(&base, 1)),
+            vec![
+                Effect::Crashed { restarts: 1000 },
+                Effect::Flapping { restarts: 3 }
+            ]
         );
     }
 
