@@ -250,7 +250,7 @@ pub fn config(rng: &mut Rng) -> String {
     let count = units_count(rng);
     for i in 0..count {
         out.push_str("[[unit]]\n");
-        let mut name = match count > 100 && rng.percent(95) {
+        let mut name = match count > 50 && rng.percent(95) {
             true => quoted(&format!("bulk-{i}")),
             false => value_at(rng, Kind::Pattern, &units, edges),
         };
@@ -346,9 +346,10 @@ fn units_count(rng: &mut Rng) -> usize {
     match rng.below(200) {
         0..=9 => 0,
         10..=159 => 1 + rng.below(4),
-        160..=189 => 5 + rng.below(12),
-        // Past a poll batch (256 names) now and then.
-        190 => 250 + rng.below(20),
+        160..=184 => 5 + rng.below(12),
+        // Enough to be read in slices (64 and more), and past a poll batch (256 names).
+        185..=188 => 64 + rng.below(70),
+        189 => 250 + rng.below(20),
         _ => 20 + rng.below(40),
     }
 }

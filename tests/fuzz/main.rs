@@ -84,7 +84,9 @@ enum Outcome {
 /// One case: the validator, what check-config and its siblings print, the engine's day.
 fn run_case(seed: u64, corpus: &Corpus) -> Outcome {
     let (_, text) = make_config(seed, corpus);
-    let settings = match config::parse(Path::new(PATH), &text) {
+    let parsed = config::parse(Path::new(PATH), &text);
+    same_as_read_whole(&text, &parsed);
+    let settings = match parsed {
         Ok(s) => s,
         Err(e) => {
             check_error(&e, &text);
@@ -114,6 +116,41 @@ fn check_error(e: &ConfigError, text: &str) {
             *line >= 1 && *line <= lines && *col >= 1,
             "error at {line}:{col} outside the file ({lines} lines): {shown}"
         );
+    }
+}
+
+/// A file with 64 `[[unit]]` blocks or more is read a slice of blocks at a time
+/// (`config/document.rs`), which must decide exactly as reading it whole does. A quoted key in
+/// a header (`[["unit"]]`, the same table) makes it read the file whole: both readings must
+/// accept the same settings, or both refuse.
+fn same_as_read_whole(text: &str, sliced: &Result<config::Settings, ConfigError>) {
+    let lines: Vec<&str> = text.split('\n').collect();
+    if lines.iter().filter(|l| l.trim() == "[[unit]]").count() < 64 {
+        return;
+    }
+    // The first header, unless a multi-line string might hold it.
+    let Some(i) = lines.iter().position(|l| l.trim() == "[[unit]]") else {
+        return;
+    };
+    let before = lines[..i].join("\n");
+    if before.contains("\"\"\"") || before.contains("'''") {
+        return;
+    }
+    let mut whole = lines.clone();
+    whole[i] = "[[\"unit\"]]";
+    let whole = config::parse(Path::new(PATH), &whole.join("\n"));
+    match (sliced, &whole) {
+        (Ok(a), Ok(b)) => assert_eq!(
+            format!("{a:?}"),
+            format!("{b:?}"),
+            "the file read in slices gives other settings than read whole"
+        ),
+        (Err(_), Err(_)) => {}
+        (a, b) => panic!(
+            "read in slices: {:?}; read whole: {:?}",
+            a.as_ref().map(|_| "accepted").map_err(|e| e.to_string()),
+            b.as_ref().map(|_| "accepted").map_err(|e| e.to_string())
+        ),
     }
 }
 

@@ -27,7 +27,8 @@ fn once(rng: &mut Rng, t: &str, other: &str) -> String {
         35..=41 => swap_key(rng, t),
         42..=49 => number(rng, t),
         50..=59 => string(rng, t),
-        60..=79 => lines(rng, t),
+        60..=74 => lines(rng, t),
+        75..=79 => header(rng, t),
         80..=89 => insert_line(rng, t),
         90..=95 => splice(rng, t, other),
         _ => truncate(rng, t),
@@ -207,6 +208,43 @@ fn lines(rng: &mut Rng, t: &str) -> String {
     let mut out = ls.join("\n");
     out.push('\n');
     out
+}
+
+/// A table header replaced by another, or by the same table spelled otherwise (spaces,
+/// quotes, a comment): what `config/document.rs` reads to find the `[[unit]]` blocks.
+fn header(rng: &mut Rng, t: &str) -> String {
+    let headers: Vec<usize> = t
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().starts_with('['))
+        .map(|(i, _)| i)
+        .collect();
+    if headers.is_empty() {
+        return lines(rng, t);
+    }
+    let i = rng.pick(&headers);
+    let new = rng.pick(&[
+        "[[unit]]",
+        "[unit]",
+        "[[unit.probe]]",
+        "[unit.probe]",
+        "[unit.x]",
+        "[[ unit ]]",
+        "[[unit]] # a comment",
+        "[[\"unit\"]]",
+        "[['unit']]",
+        "[ unit . probe ]",
+        "[daemon]",
+        "[restart]",
+        "[[window]]",
+        "[email]",
+        "[[daemon]]",
+        "[metrics]",
+        "[[unit]]\nname = \"inserted\"",
+        "unit = []",
+        "[unit.probe.x]",
+    ]);
+    replace_line(t, i, new)
 }
 
 fn insert_line(rng: &mut Rng, t: &str) -> String {
