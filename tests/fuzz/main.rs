@@ -370,11 +370,13 @@ fn fuzz_configs_through_the_validator_and_the_engine() {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let summary = format!(
-        "fuzz: {} cases in {elapsed:.1} s ({:.0}/s, {} jobs, seed {:#x}): {} rejected, {} accepted and run through a simulated day ({} engine inputs, {} restarts, at most {} extra timers at one moment)",
+        "fuzz: {} cases in {elapsed:.1} s ({:.0}/s, {} jobs, seed {:#x}, {} seeds of which {} accepted): {} rejected, {} accepted and run through a simulated day ({} engine inputs, {} restarts, at most {} extra timers at one moment)",
         totals.cases,
         totals.cases as f64 / elapsed.max(1e-9),
         run.jobs,
         run.seed,
+        corpus.all.len(),
+        corpus.accepted.len(),
         totals.cases - totals.accepted,
         totals.accepted,
         totals.inputs,
