@@ -144,8 +144,12 @@ pub fn format_duration(d: Duration) -> String {
         let text = text.trim_end_matches('0').trim_end_matches('.');
         return format!("{text}s");
     }
-    // Beyond a minute, milliseconds are noise ("1h2m59s", not "1h2m59s722ms").
-    let secs = Duration::from_secs(ms.as_secs() + u64::from(ms.subsec_millis() >= 500));
+    // Beyond a minute, milliseconds are noise ("1h2m59s", not "1h2m59s722ms"). Saturating: an
+    // interval of `Duration::MAX` is accepted config and must not overflow here.
+    let secs = Duration::from_secs(
+        ms.as_secs()
+            .saturating_add(u64::from(ms.subsec_millis() >= 500)),
+    );
     humantime::format_duration(secs)
         .to_string()
         .replace(' ', "")
@@ -449,5 +453,7 @@ mod tests {
         assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
         assert_eq!(format_duration(Duration::from_millis(3_779_722)), "1h3m");
         assert_eq!(format_duration(Duration::ZERO), "0s");
+        // Found by the fuzzer: `interval = "18446744073709551615s 999999999ns"` overflowed.
+        assert!(format_duration(Duration::MAX).starts_with("584542046090y"));
     }
 }

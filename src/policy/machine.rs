@@ -100,7 +100,10 @@ pub struct UnitMachine {
     last: Option<Health>,
     rng: u64,
     restarts_seen: Option<u32>,
-    restart_times: VecDeque<Instant>,
+    /// systemd's restarts within `flap_window`: when each rise was seen, and by how many
+    /// (at most `flap_restarts`, which is all the count needs). One entry per rise rather than
+    /// per restart, so a huge `flap_restarts` or a jump of `NRestarts` costs no more than one.
+    restart_times: VecDeque<(Instant, u32)>,
     flapping: bool,
     /// A `Down` was reported and no `Recovered`/`Restarted` yet: recovery is worth telling once,
     /// not after each of systemd's own restarts.
@@ -308,19 +311,21 @@ impl UnitMachine {
             && n > prev
         {
             fx.push(Effect::Crashed { restarts: n });
-            for _ in 0..(n - prev).min(p.flap_restarts.max(1)) {
-                self.restart_times.push_back(now.at);
-            }
+            let rise = (n - prev).min(p.flap_restarts.max(1));
+            self.restart_times.push_back((now.at, rise));
         }
         let horizon = now.at.checked_sub(p.flap_window);
         while self
             .restart_times
             .front()
-            .is_some_and(|t| horizon.is_some_and(|h| *t < h))
+            .is_some_and(|(t, _)| horizon.is_some_and(|h| *t < h))
         {
             self.restart_times.pop_front();
         }
-        let count = self.restart_times.len() as u32;
+        let count = self
+            .restart_times
+            .iter()
+            .fold(0u32, |sum, (_, rise)| sum.saturating_add(*rise));
         if p.flap_restarts > 0 && count >= p.flap_restarts {
             if !self.flapping {
                 self.flapping = true;
@@ -328,6 +333,18 @@ impl UnitMachine {
             }
         } else {
             self.flapping = false;
+        }
+        // Only the newest rises that reach flap_restarts can matter: the older ones leave the
+        // window before any of them, and by then the count is below the threshold either way.
+        // Dropping them changes no decision and keeps the queue at most flap_restarts long,
+        // however long flap_window is and however long systemd keeps restarting the unit.
+        let mut newest = 0u32;
+        if let Some(keep) = self.restart_times.iter().rev().position(|(_, rise)| {
+            newest = newest.saturating_add(*rise);
+            newest >= p.flap_restarts.max(1)
+        }) {
+            let old = self.restart_times.len() - keep - 1;
+            self.restart_times.drain(..old);
         }
         fx
     }
@@ -882,6 +899,80 @@ mod tests {
         assert_eq!(
             m.observe_restarts(&p, 7, &s(203)),
             vec![crash(7), Effect::Flapping { restarts: 3 }]
+        );
+    }
+
+    #[test]
+    fn a_huge_flap_restarts_and_a_jump_of_nrestarts_cost_one_entry() {
+        // Found by the fuzzer: `flap_restarts = 2147483648` and NRestarts going from 0 to
+        // u32::MAX queued one instant per restart, two billion of them, in one call.
+        let p = RestartPolicy {
+            flap_restarts: 1 << 31,
+            ..policy()
+        };
+        let base = start();
+        let mut m = UnitMachine::new(None, 1);
+        assert!(m.observe_restarts(&p, 0, &base).is_empty());
+        assert_eq!(
+            m.observe_restarts(&p, u32::MAX, &secs(&base, 1)),
+            vec![
+                Effect::Crashed { restarts: u32::MAX },
+                Effect::Flapping { restarts: 1 << 31 }
+            ]
+        );
+        assert_eq!(m.restart_times.len(), 1);
+        // A burst bigger than flap_restarts is still reported as flapping, once.
+        let p = policy();
+        let mut m = UnitMachine::new(None, 1);
+        m.observe_restarts(&p, 0, &base);
+        assert_eq!(
+            m.observe_restarts(&p, 1000, &secs(&base, 1)),
+            vec![
+                Effect::Crashed { restarts: 1000 },
+                Effect::Flapping { restarts: 3 }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_long_flap_window_keeps_only_the_restarts_that_can_matter() {
+        // A unit systemd restarts every 100 ms for a day, with flap_window = "100y": one entry
+        // per rise would be 864,000 of them, each observation counting them all.
+        let p = RestartPolicy {
+            flap_restarts: 5,
+            flap_window: Duration::from_secs(100 * 365 * 86_400),
+            ..policy()
+        };
+        let base = start();
+        let mut m = UnitMachine::new(None, 1);
+        let at = |ms: u64| base.advanced(Duration::from_millis(ms));
+        m.observe_restarts(&p, 0, &at(0));
+        let mut flapping = 0;
+        for n in 1..=10_000 {
+            let fx = m.observe_restarts(&p, n, &at(100 * u64::from(n)));
+            flapping += fx
+                .iter()
+                .filter(|e| matches!(e, Effect::Flapping { .. }))
+                .count();
+        }
+        assert_eq!(flapping, 1, "reported once, when the fifth restart came");
+        assert!(m.restart_times.len() <= 5, "{}", m.restart_times.len());
+        // With the usual window, a quiet spell still ends it and a new burst is reported.
+        let p = policy();
+        let mut m = UnitMachine::new(None, 1);
+        m.observe_restarts(&p, 0, &at(0));
+        for n in 1..=100 {
+            m.observe_restarts(&p, n, &at(1000 * u64::from(n)));
+        }
+        assert!(m.observe_restarts(&p, 100, &at(400_000)).is_empty());
+        m.observe_restarts(&p, 101, &at(401_000));
+        m.observe_restarts(&p, 102, &at(402_000));
+        assert_eq!(
+            m.observe_restarts(&p, 103, &at(403_000)),
+            vec![
+                Effect::Crashed { restarts: 103 },
+                Effect::Flapping { restarts: 3 }
+            ]
         );
     }
 
