@@ -754,9 +754,10 @@ impl Engine {
         let mut new = new;
         if new.daemon.bus != self.settings.daemon.bus
             || new.daemon.state_dir != self.settings.daemon.state_dir
+            || new.daemon.control_socket != self.settings.daemon.control_socket
         {
             self.log(Line::warn(
-                "bus and state_dir changes take effect when unitwarden restarts",
+                "bus, state_dir and control_socket changes take effect when unitwarden restarts",
             ));
         }
         if new.email.is_some() || self.settings.email.is_some() {
@@ -767,6 +768,7 @@ impl Engine {
         }
         new.daemon.bus = self.settings.daemon.bus;
         new.daemon.state_dir = self.settings.daemon.state_dir.clone();
+        new.daemon.control_socket = self.settings.daemon.control_socket.clone();
         self.settings = new;
         self.reload_note = None;
         // Units still configured keep their machines (and episodes) under their new rules.
