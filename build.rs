@@ -53,6 +53,9 @@ invalid configuration or arguments (one line on stderr: \fIPATH\fR:\fILINE\fR:\f
 .TP
 .B 3
 \fBstatus\fR, \fBpause\fR, \fBresume\fR, \fBretry\fR: no daemon answers on the control socket
+.TP
+.B 4
+\fBstatus\fR, \fBpause\fR, \fBresume\fR, \fBretry\fR: not permitted (the socket's group may read \fBstatus\fR; changes need root)
 .SH FILES
 .TP
 .I /etc/unitwarden/unitwarden.toml
