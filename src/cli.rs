@@ -12,8 +12,6 @@ use crate::control::{client, render, server};
 use crate::logging;
 use crate::monitor::{self, Command};
 
-const DEFAULT_SOCKET: &str = "/run/unitwarden/control.sock";
-
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -102,8 +100,11 @@ fn control(cli: &Cli, request: Request) -> ExitCode {
     let socket = match config::load(&cli.config) {
         Ok(s) => s.daemon.control_socket,
         Err(e) => {
-            eprintln!("unitwarden: {e}; trying the default socket {DEFAULT_SOCKET}");
-            std::path::PathBuf::from(DEFAULT_SOCKET)
+            eprintln!(
+                "unitwarden: {e}; trying the default socket {}",
+                config::DEFAULT_CONTROL_SOCKET
+            );
+            std::path::PathBuf::from(config::DEFAULT_CONTROL_SOCKET)
         }
     };
     let json = matches!(cli.command, Cmd::Status { json: true, .. });

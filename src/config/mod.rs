@@ -166,6 +166,10 @@ impl fmt::Debug for EmailSettings {
 /// Environment variable that supplies the SMTP password (it wins over `password_file`).
 pub const PASSWORD_ENV: &str = "UNITWARDEN_SMTP_PASSWORD";
 
+/// Where the daemon listens for `status`, `pause`, `resume` and `retry` unless `control_socket`
+/// says otherwise.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/unitwarden/control.sock";
+
 impl EmailSettings {
     /// Things that work but deserve an operator's attention, one sentence each. Never contains
     /// the password.

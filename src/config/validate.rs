@@ -62,7 +62,7 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
         control_socket: d
             .control_socket
             .map(|c| c.into_inner().0)
-            .unwrap_or_else(|| "/run/unitwarden/control.sock".into()),
+            .unwrap_or_else(|| super::DEFAULT_CONTROL_SOCKET.into()),
     };
 
     let defaults = Arc::new(

@@ -44,7 +44,7 @@ pub fn clean(s: &str) -> String {
 
 /// The whole report: header, table, and a closing count.
 pub fn table(r: &StatusReport, colour: Colour, tz: &TimeZone) -> String {
-    let mut out = header(r, tz);
+    let mut out = header(r);
     out.push('\n');
     let titles = [
         "UNIT",
@@ -100,7 +100,7 @@ pub fn table(r: &StatusReport, colour: Colour, tz: &TimeZone) -> String {
     out
 }
 
-fn header(r: &StatusReport, tz: &TimeZone) -> String {
+fn header(r: &StatusReport) -> String {
     let uptime = r.now.duration_since(r.started);
     let uptime = Duration::try_from(uptime).unwrap_or_default();
     let mode = match &r.window {
@@ -142,7 +142,6 @@ fn header(r: &StatusReport, tz: &TimeZone) -> String {
     if r.shutting_down {
         out.push_str("the manager is shutting down: nothing is restarted\n");
     }
-    let _ = tz;
     out
 }
 

@@ -135,11 +135,11 @@ impl Engine {
                     let fx = w.machine.job_finished(&w.settings.policy, outcome, now);
                     self.apply(&name, fx, now);
                     // A stop queued while our job was out is decided on now.
-                    if self
+                    if let Some(obs) = self
                         .units
                         .get(&name)
-                        .is_some_and(|w| w.foreign_job.is_some())
-                        && let Some(obs) = self.units.get(&name).and_then(|w| w.obs.clone())
+                        .filter(|w| w.foreign_job.is_some())
+                        .and_then(|w| w.obs.clone())
                     {
                         self.observe(&name, obs, now);
                     }
