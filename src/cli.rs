@@ -62,7 +62,15 @@ pub fn main() -> ExitCode {
         }
         Cmd::PolkitRule { user } => {
             let units: Vec<_> = settings.units.iter().map(|u| &u.pattern).collect();
-            print!("{}", crate::polkit::rule(&user, &settings.path, &units));
+            let recovery: Vec<_> = settings
+                .units
+                .iter()
+                .filter_map(|u| Some(&u.recovery.as_ref()?.unit))
+                .collect();
+            print!(
+                "{}",
+                crate::polkit::rule(&user, &settings.path, &units, &recovery)
+            );
             ExitCode::SUCCESS
         }
         Cmd::Status { .. } | Cmd::Pause { .. } | Cmd::Resume { .. } | Cmd::Retry { .. } => {

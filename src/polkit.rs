@@ -19,8 +19,14 @@ pub const ACTION: &str = "org.freedesktop.systemd1.manage-units";
 pub const VERBS: &[&str] = &["start", "restart", "reset-failed"];
 
 /// The rule (JavaScript, polkit ≥ 0.106 `rules.d` format) letting `user` manage the units of
-/// `units`; `config` is named in the header so the file says where it came from.
-pub fn rule(user: &str, config: &Path, units: &[&UnitPattern]) -> String {
+/// `units` and start those of `start_only` (the recovery units); `config` is named in the
+/// header so the file says where it came from.
+pub fn rule(
+    user: &str,
+    config: &Path,
+    units: &[&UnitPattern],
+    start_only: &[&crate::unit::UnitName],
+) -> String {
     let mut exact: Vec<String> = Vec::new();
     let mut globs: Vec<String> = Vec::new();
     for unit in units {
@@ -35,6 +41,13 @@ pub fn rule(user: &str, config: &Path, units: &[&UnitPattern]) -> String {
             list.push(item);
         }
     }
+    let mut start: Vec<String> = Vec::new();
+    for u in start_only {
+        let item = js_string(u.as_str());
+        if !start.contains(&item) && !exact.contains(&item) {
+            start.push(item);
+        }
+    }
     let verbs: Vec<String> = VERBS
         .iter()
         .map(|v| format!("verb === {}", js_string(v)))
@@ -46,7 +59,8 @@ pub fn rule(user: &str, config: &Path, units: &[&UnitPattern]) -> String {
 // Regenerate it whenever the units there change.
 //
 // Lets the account {user_comment} start, restart and reset the failed state of
-// the units unitwarden watches, and nothing else: every other request is left to
+// the units unitwarden watches, and start their recovery units, and nothing
+// else: every other request is left to
 // the other rules and to polkit's defaults, which refuse a system account.
 polkit.addRule(function(action, subject) {{
     if (action.id !== {action} || subject.user !== {user}) {{
@@ -59,6 +73,10 @@ polkit.addRule(function(action, subject) {{
     var unit = action.lookup("unit");
     if (typeof unit !== "string") {{
         return polkit.Result.NOT_HANDLED;
+    }}
+    var recovery = [{start}];
+    if (verb === "start" && recovery.indexOf(unit) >= 0) {{
+        return polkit.Result.YES;
     }}
     var units = [{exact}];
     var patterns = [{globs}];
@@ -80,6 +98,7 @@ polkit.addRule(function(action, subject) {{
         verbs = verbs.join(" || "),
         exact = exact.join(", "),
         globs = globs.join(", "),
+        start = start.join(", "),
     )
 }
 
@@ -222,7 +241,19 @@ mod tests {
             "unitwarden",
             Path::new("/etc/unitwarden/unitwarden.toml"),
             &refs,
+            &[],
         )
+    }
+
+    #[test]
+    fn recovery_units_may_only_be_started() {
+        let units = patterns(&["gunicorn"]);
+        let refs: Vec<&UnitPattern> = units.iter().collect();
+        let fix = crate::unit::UnitName::parse("backend-restart").unwrap();
+        let text = rule("unitwarden", Path::new("/etc/u.toml"), &refs, &[&fix]);
+        assert!(text.contains(r#"var recovery = ["backend-restart.service"];"#));
+        assert!(text.contains(r#"if (verb === "start" && recovery.indexOf(unit) >= 0) {"#));
+        assert!(text.contains(r#"var units = ["gunicorn.service"];"#));
     }
 
     #[test]
@@ -239,7 +270,7 @@ mod tests {
         assert!(text.contains("// /etc/unitwarden/unitwarden.toml\n"));
         // Only YES or NOT_HANDLED: the rule never refuses on behalf of other rules.
         assert!(!text.contains("polkit.Result.NO;"));
-        assert_eq!(text.matches("polkit.Result.YES").count(), 2);
+        assert_eq!(text.matches("polkit.Result.YES").count(), 3);
     }
 
     #[test]
@@ -262,6 +293,7 @@ mod tests {
             "svc\"x\n",
             Path::new("/etc/u.toml"),
             &[&UnitPattern::parse("a").unwrap()],
+            &[],
         );
         assert!(text.contains(r#"subject.user !== "svc\"x\u000a")"#));
         // The header comment cannot be broken out of either.
@@ -360,6 +392,7 @@ mod tests {
             "svc\u{2028}x",
             Path::new("/etc/u\u{2029}\n}); evil(); //.toml"),
             &[&UnitPattern::parse("a").unwrap()],
+            &[],
         );
         // Every line of the rule is one the template wrote: nothing started a line of its own.
         assert!(text.is_ascii(), "{text}");

@@ -133,6 +133,8 @@ pub struct Window {
     pub interval: Option<Duration>,
     pub failures: Option<u32>,
     pub min_interval: Option<Duration>,
+    /// This long before each start, every unit, probe and resource is checked once.
+    pub preflight: Option<Duration>,
 }
 
 #[derive(Clone, Copy)]
@@ -433,6 +435,7 @@ mod tests {
             interval: None,
             failures: None,
             min_interval: None,
+            preflight: None,
         }
     }
 
@@ -755,6 +758,7 @@ mod tests {
                 tz_name: Some(ZONES[z].to_string()),
                 interval: None,
                 failures: None,
+                preflight: None,
                 min_interval: None,
             })
     }

@@ -80,7 +80,12 @@ pub enum EventKind {
     OperatorStop,
     /// An operator paused, resumed or retried a unit (or a pause ran out).
     Operator,
+    /// The unit's `recovery_unit` ran (the site's repair script), and how it ended.
+    Recovery,
+    /// The check before a critical window opens: all healthy, or what is wrong.
+    Preflight,
     ConfigReloadFailed,
+    /// A host resource (disk, memory, load) crossed its threshold.
     Resource,
     Started,
     Stopping,
@@ -101,6 +106,8 @@ impl EventKind {
             EventKind::Crashed => "crashed",
             EventKind::OperatorStop => "operator_stop",
             EventKind::Operator => "operator",
+            EventKind::Recovery => "recovery",
+            EventKind::Preflight => "preflight",
             EventKind::ConfigReloadFailed => "config_reload_failed",
             EventKind::Resource => "resource",
             EventKind::Started => "started",
@@ -109,7 +116,7 @@ impl EventKind {
     }
 }
 
-pub const ALL_EVENTS: [EventKind; 15] = [
+pub const ALL_EVENTS: [EventKind; 17] = [
     EventKind::Down,
     EventKind::Restarted,
     EventKind::RestartFailed,
@@ -121,6 +128,8 @@ pub const ALL_EVENTS: [EventKind; 15] = [
     EventKind::Crashed,
     EventKind::OperatorStop,
     EventKind::Operator,
+    EventKind::Recovery,
+    EventKind::Preflight,
     EventKind::ConfigReloadFailed,
     EventKind::Resource,
     EventKind::Started,

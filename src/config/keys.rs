@@ -85,20 +85,6 @@ const fn key(
     }
 }
 
-/// A key of a later release (see [`Release::Later`]).
-const fn later(
-    section: &'static str,
-    name: &'static str,
-    unset: Unset,
-    example: &'static str,
-    doc: &'static str,
-) -> Key {
-    Key {
-        release: Release::Later,
-        ..key(section, name, unset, example, doc)
-    }
-}
-
 use Release::{Later, This};
 use Unset::{Means, Required, Value};
 
@@ -126,7 +112,7 @@ pub const SECTIONS: &[Section] = &[
     section(
         "unit.probe",
         false,
-        Later,
+        This,
         "A health probe for the unit: exactly one of http, tcp or exec.",
     ),
     section(
@@ -136,7 +122,12 @@ pub const SECTIONS: &[Section] = &[
         "Email alerts. Without this section, events are only logged.",
     ),
     section("metrics", false, Later, "Prometheus metrics over HTTP."),
-    section("resources", false, Later, "Disk, memory and load checks."),
+    section(
+        "resources",
+        false,
+        This,
+        "Host checks: disk use per path, memory use and load. Crossing a threshold is one resource event, going back below it (with a margin, see the README) one recovered event.",
+    ),
 ];
 
 /// In the order the man page lists them, section by section.
@@ -316,7 +307,7 @@ pub const KEYS: &[Key] = &[
         r#""10s""#,
         "Check interval while the window is active; it only ever shortens [daemon] interval.",
     ),
-    later(
+    key(
         "window",
         "failures",
         Means("the probe's failures"),
@@ -329,6 +320,13 @@ pub const KEYS: &[Key] = &[
         Means("[email] min_interval"),
         r#""5m""#,
         "The same alert for the same unit is not emailed again within this, while the window is active.",
+    ),
+    key(
+        "window",
+        "preflight",
+        Means("no pre-flight check"),
+        r#""10m""#,
+        "This long before each start of the window, every unit is checked, every probe run once and the resources read, and one preflight event says all is well or what is wrong.",
     ),
     key(
         "unit",
@@ -344,54 +342,82 @@ pub const KEYS: &[Key] = &[
         r#"["postgresql"]"#,
         "Units, each another [[unit]] named exactly, that must be back and verified before this one is restarted; cycles are refused.",
     ),
-    later(
+    key(
+        "unit",
+        "recovery_unit",
+        Means("no recovery unit"),
+        r#""backend-restart.service""#,
+        "A unit (often a oneshot running a repair script) started once per episode after recovery_after failed attempts; its job, and for a oneshot the run, is awaited before the next attempt.",
+    ),
+    key(
+        "unit",
+        "recovery_after",
+        Value("1"),
+        "2",
+        "Failed attempts before the recovery unit runs; must be below max_attempts.",
+    ),
+    key(
+        "unit",
+        "recovery_timeout",
+        Value(r#""5m""#),
+        r#""2m""#,
+        "Bound on the recovery unit's start (for a oneshot, on its run); the restarts go on after it either way.",
+    ),
+    key(
         "unit.probe",
         "http",
         Means("no HTTP probe"),
         r#""http://127.0.0.1:8000/health/""#,
         "URL to GET.",
     ),
-    later(
+    key(
         "unit.probe",
         "tcp",
         Means("no TCP probe"),
         r#""127.0.0.1:5432""#,
         "host:port to connect to.",
     ),
-    later(
+    key(
         "unit.probe",
         "exec",
         Means("no command"),
         r#"["/usr/local/bin/check", "--quick"]"#,
         "Command and arguments, without a shell; exit 0 is healthy.",
     ),
-    later(
+    key(
         "unit.probe",
         "expect_status",
         Means("any 2xx"),
         "204",
         "HTTP status the http probe expects.",
     ),
-    later(
+    key(
         "unit.probe",
         "expect_body",
         Means("any body"),
         r#""ok""#,
         "Text the http probe's response body must contain.",
     ),
-    later(
+    key(
         "unit.probe",
         "timeout",
         Value(r#""5s""#),
         r#""3s""#,
         "Bound on one probe.",
     ),
-    later(
+    key(
         "unit.probe",
         "failures",
         Value("3"),
         "2",
         "Failures in a row before the unit counts as down.",
+    ),
+    key(
+        "unit.probe",
+        "grace",
+        Value(r#""30s""#),
+        r#""1m""#,
+        "After the unit (re)starts, probe failures within this do not count.",
     ),
     key(
         "email",
@@ -511,7 +537,35 @@ pub const KEYS: &[Key] = &[
         "notify_on",
         Means("every event"),
         r#"["down", "gave_up", "recovered"]"#,
-        "The events that are emailed: down, restarted, restart_failed, gave_up, recovered, not_found, flapping, crashed, operator_stop, operator, config_reload_failed, started, stopping.",
+        "The events that are emailed: down, restarted, restart_failed, gave_up, recovered, not_found, probe_failed, flapping, crashed, operator_stop, operator, recovery, preflight, config_reload_failed, resource, started, stopping.",
+    ),
+    key(
+        "resources",
+        "resource_interval",
+        Value(r#""1h""#),
+        r#""5m""#,
+        "How often the host is checked.",
+    ),
+    key(
+        "resources",
+        "disk",
+        Value("[]"),
+        r#"[{ path = "/", max_used_percent = 90 }]"#,
+        "File systems to check: the one holding path, used above max_used_percent (1-100) of what users may fill.",
+    ),
+    key(
+        "resources",
+        "memory_max_used_percent",
+        Means("memory is not checked"),
+        "90",
+        "Memory in use (MemTotal minus MemAvailable) above this percentage (1-100).",
+    ),
+    key(
+        "resources",
+        "load_max",
+        Means("load is not checked"),
+        "2.0",
+        "The 1-minute load average per CPU above this.",
     ),
 ];
 
@@ -541,6 +595,9 @@ mod tests {
             ("email", "password" | "password_file") => "username = \"alerts\"\n",
             ("unit.probe", "http" | "tcp" | "exec") => "",
             ("unit.probe", _) => "http = \"http://127.0.0.1/\"\n",
+            ("unit", "recovery_after" | "recovery_timeout") => "recovery_unit = \"fix\"\n",
+            ("resources", "load_max") => "memory_max_used_percent = 90\n",
+            ("resources", _) => "load_max = 2.0\n",
             _ => "",
         }
     }
@@ -607,7 +664,11 @@ mod tests {
         for s in SECTIONS {
             // A later section's own mistakes are reported first: give it a key it takes.
             let extra = match s.release {
-                Release::This => String::new(),
+                Release::This => match s.name {
+                    "unit.probe" => "http = \"http://127.0.0.1/\"\n".to_string(),
+                    "resources" => "load_max = 2.0\n".to_string(),
+                    _ => String::new(),
+                },
                 Release::Later => KEYS
                     .iter()
                     .find(|k| k.section == s.name)
@@ -644,7 +705,7 @@ mod tests {
                     want.insert(name.to_string());
                 }
             }
-            if s.name == "metrics" || s.name == "resources" {
+            if s.name == "metrics" {
                 // Refused as a whole: their contents are never read.
                 assert!(want.is_empty(), "[{}] lists keys: {want:?}", s.name);
                 continue;
@@ -678,10 +739,11 @@ mod tests {
     #[test]
     fn every_default_is_what_the_reader_assumes_and_required_keys_are() {
         for k in KEYS.iter().filter(|k| k.in_this_release()) {
-            let without = document(k.section, None, "");
+            let without = document(k.section, None, companion(k));
             match k.unset {
                 Unset::Value(v) => {
-                    let with = document(k.section, None, &format!("{} = {v}\n", k.name));
+                    let line = format!("{}{} = {v}\n", companion(k), k.name);
+                    let with = document(k.section, None, &line);
                     assert_eq!(
                         parse(&with),
                         parse(&without),

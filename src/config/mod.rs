@@ -51,6 +51,7 @@ pub struct Settings {
     /// Shared with the watch loop's registry: each watched unit holds its own entry.
     pub units: Vec<Arc<UnitSettings>>,
     pub email: Option<EmailSettings>,
+    pub resources: Option<ResourceSettings>,
 }
 
 #[derive(Debug)]
@@ -68,6 +69,34 @@ pub struct UnitSettings {
     pub depends_on: Vec<UnitName>,
     /// Shared by the units that take `[restart]` unchanged.
     pub policy: Arc<RestartPolicy>,
+    pub probe: Option<ProbeSettings>,
+    pub recovery: Option<RecoverySettings>,
+}
+
+/// `recovery_unit`: the site's repair (a oneshot, as a rule), started once per episode after
+/// `after` failed attempts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecoverySettings {
+    pub unit: UnitName,
+    pub after: u32,
+    /// Bound on its start job (for a oneshot: on the repair itself).
+    pub timeout: Duration,
+}
+
+/// `[resources]`: host checks every `interval`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceSettings {
+    pub interval: Duration,
+    pub disks: Vec<DiskLimit>,
+    pub memory_max_used_percent: Option<u32>,
+    /// The 1-minute load average divided by the number of CPUs.
+    pub load_max: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiskLimit {
+    pub path: PathBuf,
+    pub max_used_percent: u32,
 }
 
 impl UnitSettings {
@@ -95,11 +124,24 @@ pub enum ProbeCheck {
     Exec(Vec<String>),
 }
 
+impl ProbeCheck {
+    /// The probe in a few words: `http GET URL`, `tcp HOST:PORT`, `exec PROGRAM ARGS`.
+    pub fn describe(&self) -> String {
+        match self {
+            ProbeCheck::Http { url, .. } => format!("http GET {url}"),
+            ProbeCheck::Tcp(addr) => format!("tcp {addr}"),
+            ProbeCheck::Exec(argv) => format!("exec {}", argv.join(" ")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProbeSettings {
     pub check: ProbeCheck,
     pub timeout: Duration,
     pub failures: u32,
+    /// After the unit (re)starts, failures within this do not count.
+    pub grace: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

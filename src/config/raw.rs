@@ -31,10 +31,10 @@ pub(super) struct RawConfig {
     #[serde(default, rename = "unit")]
     pub(super) units: Vec<Spanned<Box<RawUnit>>>,
     pub(super) email: Option<Spanned<RawEmail>>,
-    // Features of later releases: present is an error (validate.rs), so their contents are
+    // A feature of a later release: present is an error (validate.rs), so its contents are
     // not read.
     pub(super) metrics: Option<Spanned<serde::de::IgnoredAny>>,
-    pub(super) resources: Option<Spanned<serde::de::IgnoredAny>>,
+    pub(super) resources: Option<Spanned<RawResources>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -78,8 +78,9 @@ pub(super) struct RawWindow {
     pub(super) end: Spanned<HhMm>,
     pub(super) timezone: Option<Tz>,
     pub(super) interval: Option<Dur<Interval>>,
-    pub(super) failures: Option<Spanned<Positive>>,
+    pub(super) failures: Option<Num<Failures>>,
     pub(super) min_interval: Option<Dur<MinInterval>>,
+    pub(super) preflight: Option<Dur<Preflight>>,
 }
 
 #[derive(Deserialize)]
@@ -91,6 +92,10 @@ pub(super) struct RawUnit {
     #[serde(default)]
     pub(super) depends_on: Vec<Spanned<String>>,
     pub(super) probe: Option<Spanned<Box<RawProbe>>>,
+    // Checked against the unit's max_attempts in validate.rs.
+    pub(super) recovery_unit: Option<Spanned<String>>,
+    pub(super) recovery_after: Option<Spanned<Num<RecoveryAfter>>>,
+    pub(super) recovery_timeout: Option<Dur<RecoveryTimeout>>,
     // Per-unit overrides of [restart].
     pub(super) max_attempts: Option<Num<MaxAttempts>>,
     pub(super) backoff_initial: Option<Dur<BackoffInitial>>,
@@ -114,7 +119,27 @@ pub(super) struct RawProbe {
     pub(super) expect_status: Option<u16>,
     pub(super) expect_body: Option<String>,
     pub(super) timeout: Option<Dur<Timeout>>,
-    pub(super) failures: Option<Positive>,
+    pub(super) failures: Option<Num<Failures>>,
+    pub(super) grace: Option<Dur<Grace>>,
+}
+
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawResources {
+    pub(super) resource_interval: Option<Dur<ResourceInterval>>,
+    #[serde(default)]
+    pub(super) disk: Vec<Spanned<RawDisk>>,
+    pub(super) memory_max_used_percent: Option<Num<MemoryPercent>>,
+    pub(super) load_max: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDisk {
+    pub(super) path: AbsPath,
+    pub(super) max_used_percent: Num<DiskPercent>,
 }
 
 #[derive(Deserialize)]
@@ -204,6 +229,13 @@ bounds! { Duration;
     OutboxMaxAge = "outbox_max_age", NONZERO, days(365);
     /// SMTP delivery and probes: zero would fail every time, longer than an hour is a hang.
     Timeout = "timeout", NONZERO, HOUR;
+    /// After a (re)start, probe failures within this do not count.
+    Grace = "grace", Duration::ZERO, DAY;
+    RecoveryTimeout = "recovery_timeout", NONZERO, DAY;
+    /// How long before a window opens its pre-flight check runs.
+    Preflight = "preflight", NONZERO, DAY;
+    /// statvfs and /proc are cheap, but more often than each second is not a host check.
+    ResourceInterval = "resource_interval", Duration::from_secs(1), DAY;
 }
 
 bounds! { i64;
@@ -213,6 +245,11 @@ bounds! { i64;
     /// Lines of `journalctl` in each email.
     JournalLines = "journal_lines", 0, 1000;
     SmtpPort = "smtp_port", 1, 65535;
+    /// Probe failures in a row before a unit counts as down.
+    Failures = "failures", 1, 1000;
+    RecoveryAfter = "recovery_after", 1, 1000;
+    DiskPercent = "max_used_percent", 1, 100;
+    MemoryPercent = "memory_max_used_percent", 1, 100;
 }
 
 /// A humantime duration within the bounds of the key `L`.
@@ -343,16 +380,4 @@ string_newtype!(
 /// The first character of `s` that must not be in a name.
 fn control_char(s: &str) -> Option<char> {
     s.chars().find(|c| is_control(*c))
-}
-
-/// A count that must be at least 1.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Positive(pub(super) u32);
-impl<'de> Deserialize<'de> for Positive {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match u32::deserialize(d)? {
-            0 => Err(serde::de::Error::custom("must be at least 1")),
-            n => Ok(Positive(n)),
-        }
-    }
 }

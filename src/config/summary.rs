@@ -47,7 +47,26 @@ impl Settings {
                 let deps: Vec<_> = u.depends_on.iter().map(shown).collect();
                 let _ = write!(line, " depends_on={}", deps.join(","));
             }
+            if let Some(r) = &u.recovery {
+                let _ = write!(
+                    line,
+                    " recovery_unit={} after {} failed (timeout {})",
+                    shown(&r.unit),
+                    r.after,
+                    humantime::format_duration(r.timeout)
+                );
+            }
             let _ = writeln!(s, "{line}");
+            if let Some(p) = &u.probe {
+                let _ = writeln!(
+                    s,
+                    "    probe {}  timeout={} failures={} grace={}",
+                    shown(p.check.describe()),
+                    humantime::format_duration(p.timeout),
+                    p.failures,
+                    humantime::format_duration(p.grace)
+                );
+            }
         }
         let _ = writeln!(s, "windows ({}):", self.calendar.windows.len());
         for w in &self.calendar.windows {
@@ -59,9 +78,16 @@ impl Settings {
                 w.start.strftime("%H:%M"),
                 w.end.strftime("%H:%M"),
                 shown(w.tz_name.as_deref().unwrap_or("host-local")),
-                w.interval
-                    .map(|i| format!(" interval={}", humantime::format_duration(i)))
-                    .unwrap_or_default()
+                [
+                    w.interval
+                        .map(|i| format!(" interval={}", humantime::format_duration(i))),
+                    w.failures.map(|f| format!(" failures={f}")),
+                    w.preflight
+                        .map(|p| format!(" preflight={}", humantime::format_duration(p))),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<String>()
             );
         }
         match &self.email {
@@ -79,6 +105,25 @@ impl Settings {
             None => {
                 let _ = writeln!(s, "email: off");
             }
+        }
+        if let Some(r) = &self.resources {
+            let mut checks: Vec<String> = r
+                .disks
+                .iter()
+                .map(|d| format!("disk {} > {}%", shown(d.path.display()), d.max_used_percent))
+                .collect();
+            if let Some(m) = r.memory_max_used_percent {
+                checks.push(format!("memory > {m}%"));
+            }
+            if let Some(l) = r.load_max {
+                checks.push(format!("load per CPU > {l}"));
+            }
+            let _ = writeln!(
+                s,
+                "resources every {}: {}",
+                humantime::format_duration(r.interval),
+                checks.join(", ")
+            );
         }
         s
     }

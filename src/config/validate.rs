@@ -9,13 +9,15 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::raw::{RawConfig, RawEmail, RawProbe, RawRestart, RemindAfter, Tz, bounded};
-use super::{
-    BusKind, ConfigError, DaemonSettings, EmailSettings, ProbeCheck, ProbeSettings, Settings, Tls,
-    UnitSettings, hostname,
+use super::raw::{
+    RawConfig, RawEmail, RawProbe, RawResources, RawRestart, RemindAfter, Tz, bounded,
 };
+use super::{
+    BusKind, ConfigError, DaemonSettings, DiskLimit, EmailSettings, ProbeCheck, ProbeSettings,
+    RecoverySettings, ResourceSettings, Settings, Tls, UnitSettings, hostname,
+};
+use crate::alert::ALL_EVENTS;
 use crate::alert::email::parse_address;
-use crate::alert::{ALL_EVENTS, EventKind};
 use crate::logging::{LogFormat, LogLevel, LogSettings, Rotation};
 use crate::policy::RestartPolicy;
 use crate::unit::{UnitName, UnitPattern};
@@ -100,12 +102,6 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
             Some(list) => list.iter().for_each(|d| days.insert(d.0)),
             None => days = DaySet::all(),
         }
-        if let Some(f) = &w.failures {
-            return Err(err(
-                Some(f.span()),
-                not_built("failures (for health probes)"),
-            ));
-        }
         let (tz_name, tz) = match w.timezone {
             Some(Tz((name, tz))) => (Some(name), tz),
             None => (None, jiff::tz::TimeZone::system()),
@@ -118,8 +114,9 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
             tz,
             tz_name,
             interval: w.interval.map(|d| d.0),
-            failures: None,
+            failures: w.failures.map(|f| f.0),
             min_interval: w.min_interval.map(|d| d.0),
+            preflight: w.preflight.map(|d| d.0),
         });
     }
 
@@ -155,12 +152,66 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
         } else {
             Arc::new(policy)
         };
-        if let Some(p) = u.probe {
-            let span = p.span();
-            // Its own mistakes first: they are worth fixing either way.
-            build_probe(p).map_err(|(s, m)| err(Some(s), m))?;
-            return Err(err(Some(span), not_built("[unit.probe] (health probes)")));
-        }
+        let probe = match u.probe {
+            Some(p) if !matches!(pattern, UnitPattern::Exact(_)) => {
+                return Err(err(
+                    Some(p.span()),
+                    format!(
+                        "{pattern} is a glob: a probe would check the same address for every \
+                         instance; configure the instances by name to probe them"
+                    ),
+                ));
+            }
+            Some(p) => Some(build_probe(p).map_err(|(s, m)| err(Some(s), m))?),
+            None => None,
+        };
+        let recovery = match u.recovery_unit {
+            Some(r) => {
+                let span = r.span();
+                let unit = UnitName::parse(r.get_ref()).map_err(|m| err(Some(span.clone()), m))?;
+                if matches!(&pattern, UnitPattern::Exact(n) if *n == unit) {
+                    return Err(err(
+                        Some(span),
+                        format!("{pattern} cannot be its own recovery_unit"),
+                    ));
+                }
+                let (after, after_span) = match u.recovery_after {
+                    Some(a) => (a.get_ref().0, a.span()),
+                    None => (1, span.clone()),
+                };
+                if after >= policy.max_attempts {
+                    return Err(err(
+                        Some(after_span),
+                        format!(
+                            "recovery_after = {after} needs max_attempts above it (it is {}): \
+                             the recovery unit runs after that many failed attempts, before \
+                             the next one",
+                            policy.max_attempts
+                        ),
+                    ));
+                }
+                Some(RecoverySettings {
+                    unit,
+                    after,
+                    timeout: u.recovery_timeout.map_or(Duration::from_secs(300), |d| d.0),
+                })
+            }
+            None => {
+                if let Some(a) = &u.recovery_after {
+                    return Err(err(
+                        Some(a.span()),
+                        "recovery_after needs a recovery_unit".into(),
+                    ));
+                }
+                if u.recovery_timeout.is_some() {
+                    return Err(err(
+                        Some(name_span),
+                        "recovery_timeout needs a recovery_unit".into(),
+                    ));
+                }
+                None
+            }
+        };
         let mut depends_on = Vec::new();
         for dep in u.depends_on {
             let span = dep.span();
@@ -178,6 +229,8 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
             pattern,
             depends_on,
             policy,
+            probe,
+            recovery,
         }));
     }
     for (unit, dep, span) in &deps_spans {
@@ -205,12 +258,10 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
     if let Some(m) = &raw.metrics {
         return Err(err(Some(m.span()), not_built("[metrics]")));
     }
-    if let Some(r) = &raw.resources {
-        return Err(err(
-            Some(r.span()),
-            not_built("[resources] (host resource checks)"),
-        ));
-    }
+    let resources = match raw.resources {
+        Some(r) => Some(build_resources(r).map_err(|(s, m)| err(Some(s), m))?),
+        None => None,
+    };
 
     Ok(Settings {
         path: path.to_path_buf(),
@@ -218,6 +269,7 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
         calendar: Calendar { windows },
         units,
         email,
+        resources,
     })
 }
 
@@ -328,24 +380,61 @@ fn build_probe(p: Spanned<Box<RawProbe>>) -> Result<ProbeSettings, (Range<usize>
         check,
         timeout: p.timeout.map_or(Duration::from_secs(5), |d| d.0),
         failures: p.failures.map_or(3, |f| f.0),
+        grace: p.grace.map_or(Duration::from_secs(30), |d| d.0),
+    })
+}
+
+fn build_resources(r: Spanned<RawResources>) -> Result<ResourceSettings, (Range<usize>, String)> {
+    let span = r.span();
+    let r = r.into_inner();
+    let mut disks: Vec<DiskLimit> = Vec::new();
+    for d in r.disk {
+        let d_span = d.span();
+        let d = d.into_inner();
+        if disks.iter().any(|o| o.path == d.path.0) {
+            return Err((
+                d_span,
+                format!("disk {} is listed twice", crate::text::path(&d.path.0)),
+            ));
+        }
+        disks.push(DiskLimit {
+            path: d.path.0,
+            max_used_percent: d.max_used_percent.0,
+        });
+    }
+    let load_max = match r.load_max {
+        Some(l) => {
+            let v = *l.get_ref();
+            if !(v.is_finite() && v > 0.0 && v <= 1000.0) {
+                return Err((
+                    l.span(),
+                    "load_max must be a number above 0 and at most 1000 (load per CPU)".into(),
+                ));
+            }
+            Some(v)
+        }
+        None => None,
+    };
+    let memory_max_used_percent = r.memory_max_used_percent.map(|m| m.0);
+    if disks.is_empty() && memory_max_used_percent.is_none() && load_max.is_none() {
+        return Err((
+            span,
+            "[resources] checks nothing: set disk, memory_max_used_percent or load_max".into(),
+        ));
+    }
+    Ok(ResourceSettings {
+        interval: r
+            .resource_interval
+            .map_or(Duration::from_secs(3600), |d| d.0),
+        disks,
+        memory_max_used_percent,
+        load_max,
     })
 }
 
 fn build_email(e: Spanned<RawEmail>) -> Result<EmailSettings, (Range<usize>, String)> {
     let span = e.span();
     let e = e.into_inner();
-    if let Some(list) = &e.notify_on
-        && let Some(kind) = list
-            .get_ref()
-            .iter()
-            .find(|k| matches!(k, EventKind::ProbeFailed | EventKind::Resource))
-    {
-        // Their events need probes and resource checks, which this release does not have.
-        return Err((
-            list.span(),
-            not_built(&format!("notify_on {:?}", kind.as_str())),
-        ));
-    }
     if e.to.get_ref().is_empty() {
         return Err((e.to.span(), "email.to needs at least one address".into()));
     }
@@ -973,26 +1062,61 @@ verify_after = "0s"
 
     #[test]
     fn keys_of_features_not_in_this_release_are_errors_not_no_ops() {
+        let table: &[(&str, &str)] = &[(
+            "[metrics]\nlisten = \"127.0.0.1:9717\"\n",
+            "/etc/unitwarden/test.toml:1:1: [metrics] is not available in this release; remove it",
+        )];
+        for (text, want) in table {
+            let got = parse_str(text).expect_err(text);
+            assert!(
+                got.starts_with(want),
+                "for {text:?}\n got: {got}\nwant: {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn probes_recovery_units_and_resources_are_checked_where_written() {
         let table: &[(&str, &str)] = &[
             (
-                "[[unit]]\nname = \"a\"\n[unit.probe]\ntcp = \"127.0.0.1:80\"\n",
-                "/etc/unitwarden/test.toml:3:1: [unit.probe] (health probes) is not available in this release; remove it",
+                "[[unit]]\nname = \"celery@*\"\n[unit.probe]\ntcp = \"h:1\"\n",
+                "/etc/unitwarden/test.toml:3:1: celery@*.service is a glob: a probe would",
             ),
             (
-                "[metrics]\nlisten = \"127.0.0.1:9717\"\n",
-                "/etc/unitwarden/test.toml:1:1: [metrics] is not available in this release; remove it",
+                "[[unit]]\nname = \"a\"\n[unit.probe]\ntcp = \"h:1\"\nfailures = 0\n",
+                "/etc/unitwarden/test.toml:5:12: failures must be at least 1",
             ),
             (
-                "[resources]\nload_max = 2.0\n",
-                "/etc/unitwarden/test.toml:1:1: [resources] (host resource checks) is not available",
+                "[[unit]]\nname = \"a\"\nrecovery_unit = \"a\"\n",
+                "/etc/unitwarden/test.toml:3:17: a.service cannot be its own recovery_unit",
             ),
             (
-                "[[window]]\nname = \"m\"\nstart = \"07:00\"\nend = \"08:00\"\nfailures = 1\n",
-                "/etc/unitwarden/test.toml:5:12: failures (for health probes) is not available",
+                "[[unit]]\nname = \"a\"\nmax_attempts = 2\nrecovery_unit = \"fix\"\nrecovery_after = 2\n",
+                "/etc/unitwarden/test.toml:5:18: recovery_after = 2 needs max_attempts above it (it is 2)",
             ),
             (
-                "[email]\nto = [\"a@b\"]\nnotify_on = [\"down\", \"probe_failed\"]\n",
-                "/etc/unitwarden/test.toml:3:13: notify_on \"probe_failed\" is not available",
+                "[[unit]]\nname = \"a\"\nrecovery_after = 1\n",
+                "/etc/unitwarden/test.toml:3:18: recovery_after needs a recovery_unit",
+            ),
+            (
+                "[resources]\nresource_interval = \"1m\"\n",
+                "/etc/unitwarden/test.toml:1:1: [resources] checks nothing",
+            ),
+            (
+                "[resources]\ndisk = [{ path = \"/\", max_used_percent = 90 }, { path = \"/\", max_used_percent = 80 }]\n",
+                "/etc/unitwarden/test.toml:2:48: disk / is listed twice",
+            ),
+            (
+                "[resources]\ndisk = [{ path = \"/\", max_used_percent = 101 }]\n",
+                "/etc/unitwarden/test.toml:2:",
+            ),
+            (
+                "[resources]\nload_max = -1.0\n",
+                "/etc/unitwarden/test.toml:2:12: load_max must be a number above 0",
+            ),
+            (
+                "[resources]\nload_max = 1.0\nresource_interval = \"10ms\"\n",
+                "/etc/unitwarden/test.toml:3:21: resource_interval \"10ms\" must be at least 1s",
             ),
         ];
         for (text, want) in table {
@@ -1002,6 +1126,32 @@ verify_after = "0s"
                 "for {text:?}\n got: {got}\nwant: {want}"
             );
         }
+        let s = crate::config::parse(
+            Path::new("/t.toml"),
+            "[[unit]]\nname = \"gunicorn\"\nrecovery_unit = \"backend-restart\"\n[unit.probe]\nhttp = \"http://127.0.0.1:8000/health/\"\n[resources]\nload_max = 2.0\n[[window]]\nname = \"m\"\nstart = \"07:30\"\nend = \"08:30\"\nfailures = 1\npreflight = \"10m\"\n",
+        )
+        .unwrap();
+        let u = &s.units[0];
+        let p = u.probe.as_ref().unwrap();
+        assert_eq!(
+            (p.failures, p.grace, p.timeout),
+            (3, Duration::from_secs(30), Duration::from_secs(5))
+        );
+        let r = u.recovery.as_ref().unwrap();
+        assert_eq!(
+            (r.unit.as_str(), r.after, r.timeout),
+            ("backend-restart.service", 1, Duration::from_secs(300))
+        );
+        let res = s.resources.unwrap();
+        assert_eq!(
+            (res.interval, res.load_max),
+            (Duration::from_secs(3600), Some(2.0))
+        );
+        let w = &s.calendar.windows[0];
+        assert_eq!(
+            (w.failures, w.preflight),
+            (Some(1), Some(Duration::from_secs(600)))
+        );
     }
 
     #[test]

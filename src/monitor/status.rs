@@ -142,6 +142,8 @@ mod tests {
             pattern: UnitPattern::Exact(name.clone()),
             depends_on: Vec::new(),
             policy: Arc::new(RestartPolicy::default()),
+            probe: None,
+            recovery: None,
         })
     }
 

@@ -96,7 +96,12 @@ fn run_case(seed: u64, corpus: &Corpus) -> Outcome {
     let mut rng = Rng::new(seed ^ 0x5eed);
     settings.summary();
     let patterns: Vec<&UnitPattern> = settings.units.iter().map(|u| &u.pattern).collect();
-    unitwarden::polkit::rule("unitwarden", &settings.path, &patterns);
+    let recovery: Vec<_> = settings
+        .units
+        .iter()
+        .filter_map(|u| Some(&u.recovery.as_ref()?.unit))
+        .collect();
+    unitwarden::polkit::rule("unitwarden", &settings.path, &patterns, &recovery);
     let (_, at) = day::start_instant(&mut rng);
     let host = jiff::tz::TimeZone::system();
     unitwarden::window::format_upcoming(&settings.calendar, at, 1 + rng.below(20), &host);
