@@ -13,4 +13,5 @@ mod faults;
 mod files;
 mod harness_selftest;
 mod logging;
+mod probes;
 mod watchdog;

@@ -20,6 +20,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod web;
+
 /// The harness script, found from the crate root so a fresh clone needs nothing else.
 pub const HARNESS_SCRIPT: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/tests/harness/user-systemd.sh");
