@@ -530,11 +530,17 @@ fn check_config_prints_units_windows_and_email_target() {
         "daphne",
         "celery",
         "celerybeat",
-        "postgresql",
+        // Debian's postgresql.service is a wrapper that stays active: the cluster is watched.
+        "postgresql@15-main",
     ] {
         assert!(text.contains(&format!("{unit}.service")), "{text}");
     }
+    assert!(!text.contains(" postgresql.service"), "{text}");
     assert!(text.contains("monday-morning  mon 07:30-08:30"), "{text}");
+    assert!(
+        text.contains("recovery_unit=backend-restart.service"),
+        "{text}"
+    );
     assert!(text.contains("email: off"), "{text}");
 }
 
