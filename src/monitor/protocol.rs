@@ -4,8 +4,9 @@
 use super::attempts::Reset;
 use super::narrate::Line;
 use crate::alert::Event;
-use crate::config::Settings;
+use crate::config::{ProbeSettings, Settings};
 use crate::policy::JobOutcome;
+use crate::probe::ProbeOutcome;
 use crate::state::Saved;
 use crate::systemd::{Signal, UnitPath, UnitStatus};
 use crate::unit::UnitName;
@@ -33,6 +34,11 @@ pub enum Input {
     Discovered(Vec<UnitStatus>),
     /// Our restart job for `name` ended.
     JobDone { name: UnitName, outcome: JobOutcome },
+    /// The probe of `name` ([`Action::Probe`]) has an answer.
+    Probed {
+        name: UnitName,
+        outcome: ProbeOutcome,
+    },
     /// A new, valid configuration.
     Reload(Box<Settings>),
     /// The configuration file was refused; the running one stays.
@@ -73,6 +79,12 @@ pub enum Action {
     Restart {
         unit: UnitName,
         reset: Reset,
+    },
+    /// Run the health probe of `unit` once; answer with [`Input::Probed`]. It runs beside the
+    /// loop, bounded by its own timeout.
+    Probe {
+        unit: UnitName,
+        probe: Box<ProbeSettings>,
     },
     /// Write the episodes and holds to `state_dir`.
     Persist(Saved),

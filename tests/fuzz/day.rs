@@ -395,6 +395,24 @@ impl<'a> Day<'a> {
                 self.engine.status_line(&now);
                 Vec::new()
             }
+            Action::Probe { unit, probe } => {
+                let ok = self.rng.percent(70);
+                vec![Input::Probed {
+                    name: unit,
+                    outcome: unitwarden::probe::ProbeOutcome {
+                        ok,
+                        detail: if ok {
+                            "HTTP 200 OK"
+                        } else {
+                            "HTTP 500 \u{1b}[31m\nX"
+                        }
+                        .into(),
+                        took: probe
+                            .timeout
+                            .min(Duration::from_millis(self.rng.below(5000) as u64)),
+                    },
+                }]
+            }
             Action::Subscribe | Action::Follow(..) | Action::Unwatch(_) => Vec::new(),
         }
     }
