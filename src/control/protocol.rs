@@ -207,6 +207,8 @@ pub enum EpisodeState {
     WaitingForDependency,
     /// Our restart job is out.
     Restarting,
+    /// The unit's `recovery_unit` runs; the next attempt waits for it.
+    Recovering,
     /// Restarted; checking it stays up for `verify_after`.
     Verifying,
     /// No more attempts until the cooldown ends (`until`) or `retry`.
@@ -233,6 +235,7 @@ impl EpisodeState {
             EpisodeState::BackingOff => "backing off",
             EpisodeState::WaitingForDependency => "waiting for dependency",
             EpisodeState::Restarting => "restarting",
+            EpisodeState::Recovering => "recovering",
             EpisodeState::Verifying => "verifying",
             EpisodeState::GaveUp => "gave up",
             EpisodeState::Paused => "paused",

@@ -125,6 +125,15 @@ impl Engine {
                 self.start_due_probes(now);
             }
             Input::Probed { name, outcome } => self.probed(&name, outcome, now),
+            Input::RecoveryDone { name, ok, detail } => {
+                if let Some(w) = self.units.get_mut(&name) {
+                    let fx = w
+                        .machine
+                        .recovery_finished(&w.settings.policy, ok, detail, now);
+                    self.apply(&name, fx, now);
+                }
+                self.tick_all(now);
+            }
             Input::Listed(listing) => self.listed(listing, now),
             Input::Polled { by_pattern } => self.polled(by_pattern, now),
             Input::Signal(sig) => self.signal(sig, now),
@@ -525,6 +534,7 @@ impl Engine {
             window: self.window.as_deref(),
             min_interval: None,
             probe: probes::probe_error(w),
+            recovery: w.settings.recovery.as_ref().map(|r| &r.unit),
             wall: now.wall,
         };
         let told = narrate::overridden(&scene, &what, &self.tz);
@@ -719,6 +729,7 @@ impl Engine {
             window: self.window.as_deref(),
             min_interval,
             probe: probes::probe_error(w),
+            recovery: w.settings.recovery.as_ref().map(|r| &r.unit),
             wall: now.wall,
         };
         let told = narrate::narrate(&scene, &fx);
@@ -749,6 +760,19 @@ impl Engine {
                         unit: name.clone(),
                         reset,
                     });
+                }
+                Effect::Recover => {
+                    self.flush();
+                    if let Some(r) = self
+                        .units
+                        .get(name)
+                        .and_then(|w| w.settings.recovery.clone())
+                    {
+                        self.out.push(Action::Recover {
+                            unit: name.clone(),
+                            recovery: Box::new(r),
+                        });
+                    }
                 }
                 _ => {}
             }

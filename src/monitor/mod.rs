@@ -426,6 +426,18 @@ impl Monitor {
                     self.attempts.start(sd, unit, reset);
                     None
                 }
+                Action::Recover { unit, recovery } => {
+                    let sd = sd.clone();
+                    self.checks.spawn(async move {
+                        let (ok, detail) = attempts::recover(&sd, &recovery).await;
+                        Input::RecoveryDone {
+                            name: unit,
+                            ok,
+                            detail,
+                        }
+                    });
+                    None
+                }
                 Action::Probe { unit, probe } => {
                     self.checks.spawn(async move {
                         let outcome = crate::probe::run(&probe).await;

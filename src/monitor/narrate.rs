@@ -106,6 +106,8 @@ pub struct Scene<'a> {
     pub min_interval: Option<Duration>,
     /// The last error of the unit's health probe, when the probe is why it is down.
     pub probe: Option<&'a str>,
+    /// The unit's `recovery_unit`, if it has one.
+    pub recovery: Option<&'a UnitName>,
     pub wall: Timestamp,
 }
 
@@ -304,6 +306,34 @@ fn tell(s: &Scene<'_>, effect: &Effect) -> Vec<Told> {
             let l = line(Level::INFO, "unit is active again".into()).result("recovered");
             let mut ev = event(EventKind::Recovered, format!("{name} is active again"));
             ev.next = "keep watching".into();
+            with(l, ev)
+        }
+        Effect::Recover => {
+            let fix = s.recovery.map_or("-".to_string(), |r| r.to_string());
+            let mut l = line(
+                Level::WARN,
+                format!("restarts alone have not helped; starting the recovery unit {fix}"),
+            )
+            .action("recovery");
+            l.dependency = s.recovery.cloned();
+            only(l)
+        }
+        Effect::RecoveryDone { ok, detail } => {
+            let fix = s.recovery.map_or("-".to_string(), |r| r.to_string());
+            let (level, result) = if *ok {
+                (Level::INFO, "done")
+            } else {
+                (Level::WARN, "failed")
+            };
+            let mut l = line(level, format!("recovery unit {fix}: {detail}"))
+                .action("recovery")
+                .result(result);
+            l.dependency = s.recovery.cloned();
+            let mut ev = event(
+                EventKind::Recovery,
+                format!("the recovery unit {fix} ran for {name}: {detail}"),
+            );
+            ev.next = "restart attempts go on after their backoff".into();
             with(l, ev)
         }
         Effect::EpisodeEnded => only(line(
@@ -552,6 +582,7 @@ mod tests {
                 window,
                 min_interval,
                 probe: None,
+                recovery: None,
                 wall: Timestamp::from_second(1_800_000_000).unwrap(),
             }
         }

@@ -4,7 +4,7 @@
 use super::attempts::Reset;
 use super::narrate::Line;
 use crate::alert::Event;
-use crate::config::{ProbeSettings, Settings};
+use crate::config::{ProbeSettings, RecoverySettings, Settings};
 use crate::policy::JobOutcome;
 use crate::probe::ProbeOutcome;
 use crate::state::Saved;
@@ -34,6 +34,12 @@ pub enum Input {
     Discovered(Vec<UnitStatus>),
     /// Our restart job for `name` ended.
     JobDone { name: UnitName, outcome: JobOutcome },
+    /// The recovery unit of `name` ([`Action::Recover`]) has finished, failed, or timed out.
+    RecoveryDone {
+        name: UnitName,
+        ok: bool,
+        detail: String,
+    },
     /// The probe of `name` ([`Action::Probe`]) has an answer.
     Probed {
         name: UnitName,
@@ -85,6 +91,12 @@ pub enum Action {
     Probe {
         unit: UnitName,
         probe: Box<ProbeSettings>,
+    },
+    /// Start `unit`'s recovery unit and wait for its job (for a oneshot, its run), bounded by
+    /// its `recovery_timeout`; answer with [`Input::RecoveryDone`].
+    Recover {
+        unit: UnitName,
+        recovery: Box<RecoverySettings>,
     },
     /// Write the episodes and holds to `state_dir`.
     Persist(Saved),

@@ -181,6 +181,7 @@ mod tests {
             attempts: 3,
             gave_up: Some(now.wall),
             healthy_since: None,
+            recovery_ran: false,
         };
         add(
             "celery",

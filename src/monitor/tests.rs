@@ -66,6 +66,9 @@ struct Sim {
     probes: Vec<(UnitName, Duration)>,
     /// Probes not answered yet, when the test answers them itself.
     held_probes: Option<Vec<UnitName>>,
+    /// Recovery units started, in order: (the unit they are for, when). Each run succeeds and
+    /// makes the unit's next restart start it.
+    recoveries: Vec<(UnitName, Duration)>,
 }
 
 fn name(s: &str) -> UnitName {
@@ -132,6 +135,7 @@ impl Sim {
             probe_fails: BTreeMap::new(),
             probes: Vec::new(),
             held_probes: None,
+            recoveries: Vec::new(),
         };
         sim.carry(actions);
         sim.feed(Input::Connected);
@@ -192,6 +196,15 @@ impl Sim {
                     self.carry(more);
                 }
                 Action::Restart { unit, .. } => self.restart(unit),
+                Action::Recover { unit, recovery } => {
+                    self.recoveries.push((unit.clone(), self.elapsed()));
+                    self.on_restart.insert(unit.clone(), OnRestart::Starts);
+                    self.inbox.push_back(Input::RecoveryDone {
+                        name: unit,
+                        ok: true,
+                        detail: format!("{} finished (done)", recovery.unit),
+                    });
+                }
                 Action::Probe { unit, .. } => {
                     self.probes.push((unit.clone(), self.elapsed()));
                     match &mut self.held_probes {
@@ -575,6 +588,7 @@ async fn a_restored_episode_continues_its_count_and_its_give_up() {
             attempts: 2,
             gave_up: None,
             healthy_since: None,
+            recovery_ran: false,
         },
     );
     saved.insert(
@@ -584,6 +598,7 @@ async fn a_restored_episode_continues_its_count_and_its_give_up() {
             attempts: 3,
             gave_up: Some(wall0),
             healthy_since: None,
+            recovery_ran: false,
         },
     );
     let mut sim = Sim::restored(

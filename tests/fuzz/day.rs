@@ -395,6 +395,19 @@ impl<'a> Day<'a> {
                 self.engine.status_line(&now);
                 Vec::new()
             }
+            Action::Recover { unit, .. } => {
+                let ok = self.rng.percent(60);
+                vec![Input::RecoveryDone {
+                    name: unit,
+                    ok,
+                    detail: if ok {
+                        "finished (done)"
+                    } else {
+                        "failed \u{7}"
+                    }
+                    .into(),
+                }]
+            }
             Action::Probe { unit, probe } => {
                 let ok = self.rng.percent(70);
                 vec![Input::Probed {
@@ -1058,6 +1071,7 @@ fn saved_state(rng: &mut Rng, settings: &Settings, wall: Timestamp) -> Saved {
                     attempts: rng.pick(&[0, 1, 2, 3, 100, u32::MAX]),
                     gave_up: rng.percent(40).then(|| at(rng)),
                     healthy_since: rng.percent(40).then(|| at(rng)),
+                    recovery_ran: false,
                 },
             );
         }

@@ -269,6 +269,9 @@ fn episode_state(w: &Watched) -> EpisodeState {
     if m.job_running() {
         return EpisodeState::Restarting;
     }
+    if m.recovering() {
+        return EpisodeState::Recovering;
+    }
     if m.waits_for_dependency() {
         return EpisodeState::WaitingForDependency;
     }

@@ -177,3 +177,57 @@ async fn paused_and_failed_units_are_not_probed() {
     );
     assert!(sim.probes_of("db").is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_recovery_unit_runs_once_after_recovery_after_failed_attempts_then_restarts_go_on() {
+    let cfg = format!(
+        "{BASE}give_up_cooldown = \"never\"\n[[unit]]\nname = \"web\"\nrecovery_unit = \"web-repair\"\nrecovery_after = 1\n"
+    );
+    let mut sim = Sim::new(&cfg, &[("web", ActiveState::Active)]);
+    sim.on_restart.insert(name("web"), OnRestart::Fails);
+    sim.set("web", ActiveState::Failed);
+    sim.run_for(secs(600.0)).await;
+    // Attempt 1 fails; the repair runs (and, in this scenario, fixes what restarts could
+    // not); attempt 2 after its backoff brings the unit back.
+    assert_eq!(sim.recoveries.len(), 1, "{:?}", sim.recoveries);
+    let restarts = sim.restarts_of("web");
+    assert_eq!(restarts.len(), 2, "{restarts:?}");
+    assert!(sim.recoveries[0].1 >= restarts[0] && sim.recoveries[0].1 < restarts[1]);
+    assert!(
+        about(restarts[1] - sim.recoveries[0].1, 10.0),
+        "{restarts:?}"
+    );
+    let lines = sim.lines_with("web", Some("recovery"), "recovery unit web-repair.service");
+    assert_eq!(lines.len(), 2, "the start and the end: {lines:?}");
+    assert_eq!(lines[1].result.as_deref(), Some("done"));
+    let ev = sim.alerts_of(EventKind::Recovery);
+    assert_eq!(ev.len(), 1);
+    assert!(
+        ev[0].detail.contains("web-repair.service"),
+        "{}",
+        ev[0].detail
+    );
+    assert_eq!(sim.alerts_of(EventKind::Restarted).len(), 1);
+    // Persisted before it ran: a restarted watchdog does not run it again in this episode.
+    let ep = sim.saved.episodes.get(&name("web"));
+    assert!(ep.is_none_or(|e| e.recovery_ran), "{ep:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_recovery_unit_runs_at_most_once_per_episode() {
+    let cfg = format!(
+        "{BASE}max_attempts = 4\ngive_up_cooldown = \"never\"\n[[unit]]\nname = \"web\"\nrecovery_unit = \"web-repair\"\nrecovery_after = 2\n"
+    );
+    let mut sim = Sim::new(&cfg, &[("web", ActiveState::Active)]);
+    sim.on_restart.insert(name("web"), OnRestart::Fails);
+    sim.set("web", ActiveState::Failed);
+    // The repair does not help here: the unit keeps failing.
+    sim.run_for(secs(25.0)).await;
+    assert_eq!(sim.restarts_of("web").len(), 2);
+    assert_eq!(sim.recoveries.len(), 1);
+    sim.on_restart.insert(name("web"), OnRestart::Fails);
+    sim.run_for(secs(600.0)).await;
+    assert_eq!(sim.restarts_of("web").len(), 4);
+    assert_eq!(sim.recoveries.len(), 1);
+    assert_eq!(sim.alerts_of(EventKind::GaveUp).len(), 1);
+}
