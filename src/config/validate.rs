@@ -145,13 +145,7 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
             flap_restarts: u.flap_restarts,
             flap_window: u.flap_window,
         };
-        let policy = merge_restart(&defaults, &overrides).map_err(|(s, m)| err(s, m))?;
-        // Most units take [restart] as it is: they share it rather than each holding a copy.
-        let policy = if policy == *defaults {
-            Arc::clone(&defaults)
-        } else {
-            Arc::new(policy)
-        };
+        let mut policy = merge_restart(&defaults, &overrides).map_err(|(s, m)| err(s, m))?;
         let probe = match u.probe {
             Some(p) if !matches!(pattern, UnitPattern::Exact(_)) => {
                 return Err(err(
@@ -211,6 +205,13 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
                 }
                 None
             }
+        };
+        policy.recovery_after = recovery.as_ref().map(|r| r.after);
+        // Most units take [restart] as it is: they share it rather than each holding a copy.
+        let policy = if policy == *defaults {
+            Arc::clone(&defaults)
+        } else {
+            Arc::new(policy)
         };
         let mut depends_on = Vec::new();
         for dep in u.depends_on {

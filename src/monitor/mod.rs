@@ -20,6 +20,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::alert::Alerts;
@@ -90,6 +91,8 @@ struct Monitor {
     backlog: VecDeque<Signal>,
     /// Names the manager would not list, each reported once.
     odd: std::collections::HashSet<UnitName>,
+    /// Work beside the loop that answers with an input: probes, recovery units, host checks.
+    checks: JoinSet<Input>,
 }
 
 /// One connection to the manager: calls go out on `sd`, news comes in on `signals`.
@@ -151,6 +154,7 @@ impl Monitor {
             watchdog: Watchdog::from_env(),
             backlog: VecDeque::new(),
             odd: Default::default(),
+            checks: JoinSet::new(),
         }
     }
 
@@ -310,6 +314,7 @@ impl Monitor {
                 None => Woken::Lost,
             },
             (name, outcome) = self.attempts.next() => Woken::Input(Input::JobDone { name, outcome }),
+            Some(Ok(input)) = self.checks.join_next(), if !self.checks.is_empty() => Woken::Input(input),
             cmd = outside => Woken::Outside(cmd),
             _ = tokio::time::sleep_until(wake) => Woken::Input(Input::Timer),
         }
@@ -419,6 +424,28 @@ impl Monitor {
                 }
                 Action::Restart { unit, reset } => {
                     self.attempts.start(sd, unit, reset);
+                    None
+                }
+                Action::Recover { unit, recovery } => {
+                    let sd = sd.clone();
+                    self.checks.spawn(async move {
+                        let (ok, detail) = attempts::recover(&sd, &recovery).await;
+                        Input::RecoveryDone {
+                            name: unit,
+                            ok,
+                            detail,
+                        }
+                    });
+                    None
+                }
+                Action::Probe { unit, probe } => {
+                    self.checks.spawn(async move {
+                        let outcome = crate::probe::run(&probe).await;
+                        Input::Probed {
+                            name: unit,
+                            outcome,
+                        }
+                    });
                     None
                 }
                 local => {

@@ -253,6 +253,20 @@ impl Systemd {
         Ok(Job { removed })
     }
 
+    /// Queues `StartUnit(name, "replace")`: a recovery unit. For a oneshot the job ends when
+    /// its run does.
+    pub async fn start(&self, name: &UnitName) -> Result<Job> {
+        let call = self.jobs.call_out();
+        let reply = self
+            .manager_call("StartUnit", &(name.as_str(), "replace"))
+            .await?;
+        let job: OwnedObjectPath = reply.body().deserialize()?;
+        let path = JobPath::from_bus(job.as_str());
+        let removed = self.jobs.claim(path);
+        drop(call);
+        Ok(Job { removed })
+    }
+
     /// After a reconnect: the jobs our attempts wait for that the manager no longer has. Their
     /// `JobRemoved` went out while we were not listening, so their attempts are told to stop
     /// waiting (the unit's state after `verify_after` decides) instead of waiting for a
