@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod diagnosis;
+pub mod doctor;
 pub mod files;
 pub mod logging;
 pub mod monitor;

@@ -152,6 +152,34 @@ enum Threshold {
     Load(f64),
 }
 
+/// Every configured check as unreadable for `why`: what a read that did not come back in time
+/// gives, so the tracker neither forgets nor re-tells what it knew.
+pub fn all_unreadable(settings: &ResourceSettings, why: &str) -> Vec<Reading> {
+    let mut out = Vec::with_capacity(settings.disks.len() + 2);
+    for d in &settings.disks {
+        out.push(Reading::unreadable(
+            Resource::Disk(d.path.clone()),
+            Threshold::Percent(d.max_used_percent),
+            why.to_string(),
+        ));
+    }
+    if let Some(m) = settings.memory_max_used_percent {
+        out.push(Reading::unreadable(
+            Resource::Memory,
+            Threshold::Percent(m),
+            why.to_string(),
+        ));
+    }
+    if let Some(l) = settings.load_max {
+        out.push(Reading::unreadable(
+            Resource::Load,
+            Threshold::Load(l),
+            why.to_string(),
+        ));
+    }
+    out
+}
+
 /// Reads every configured check now, in the config's order: disks, memory, load. Blocking
 /// (`statvfs`, `/proc`), so the watch loop runs it on a blocking thread; `statvfs` on a network
 /// file system that stopped answering may not return at all, so the caller bounds its wait.

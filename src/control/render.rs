@@ -16,8 +16,21 @@ pub enum Colour {
     No,
 }
 
+impl Colour {
+    /// Colour when stdout is a terminal and `NO_COLOR` is unset.
+    pub fn of_stdout() -> Colour {
+        if std::io::IsTerminal::is_terminal(&std::io::stdout())
+            && std::env::var_os("NO_COLOR").is_none()
+        {
+            Colour::Yes
+        } else {
+            Colour::No
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
-enum Paint {
+pub(crate) enum Paint {
     Plain,
     Good,
     Bad,
@@ -206,7 +219,9 @@ fn episode_paint(e: EpisodeState) -> Paint {
     }
 }
 
-fn line<const N: usize>(
+/// One row of an aligned table: each cell but the last padded to its column's width and two
+/// spaces, painted when colour is on.
+pub(crate) fn line<const N: usize>(
     cells: [(String, Paint); N],
     widths: &[usize; N],
     colour: Colour,

@@ -5,6 +5,7 @@
 //! in order: D-Bus calls, state writes, log lines, alerts. [`Engine::wake_at`] says when the
 //! next timer is due. The shell (`monitor::Monitor`) owns the bus, the files and the tasks.
 
+mod host;
 mod operator;
 mod probes;
 
@@ -50,6 +51,8 @@ pub struct Engine {
     /// The host's zone, for times in log lines and alerts.
     tz: TimeZone,
     mode: Mode,
+    /// Resource checks and pre-flight checks.
+    host: host::Host,
     out: Vec<Action>,
 }
 
@@ -79,6 +82,7 @@ impl Engine {
             started: now.wall,
             tz: TimeZone::system(),
             mode,
+            host: host::Host::default(),
             out: Vec::new(),
         };
         let Saved {
@@ -104,6 +108,7 @@ impl Engine {
             e.settle_by = Some(now.after(e.units.max_verify()));
         }
         e.refresh_window(now);
+        e.plan_preflight(now);
         let out = std::mem::take(&mut e.out);
         (e, out)
     }
@@ -123,7 +128,11 @@ impl Engine {
                     self.poll(now);
                 }
                 self.start_due_probes(now);
+                self.check_resources_if_due(now);
+                self.preflight_if_due(now);
+                self.finish_preflight(now);
             }
+            Input::ResourcesRead(readings) => self.resources_read(readings, now),
             Input::Probed { name, outcome } => self.probed(&name, outcome, now),
             Input::RecoveryDone { name, ok, detail } => {
                 if let Some(w) = self.units.get_mut(&name) {
@@ -214,6 +223,9 @@ impl Engine {
             wake = wake.min(now.instant_of(t));
         }
         if let Some(at) = self.next_probe() {
+            wake = wake.min(at);
+        }
+        if let Some(at) = self.host_wake(now) {
             wake = wake.min(at);
         }
         if let Some(settle_by) = self.settle_by
@@ -390,6 +402,7 @@ impl Engine {
             self.unwatch(&name);
         }
         self.tick_all(now);
+        self.preflight_polled(now);
         if !self.ready {
             self.ready = true;
             self.out.push(Action::Ready);
@@ -842,6 +855,8 @@ impl Engine {
         self.interval = self.settings.daemon.interval;
         self.window = None;
         self.refresh_window(now);
+        self.host.reloaded();
+        self.plan_preflight(now);
         self.dirty = true;
         self.flush();
         self.poll(now);

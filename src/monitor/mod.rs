@@ -43,6 +43,8 @@ pub use status::OnceReport;
 const POLL_BATCH: usize = 256;
 /// Bound on waiting for in-flight restart jobs at shutdown.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+/// Bound on one round of resource readings.
+const RESOURCE_WAIT: Duration = Duration::from_secs(30);
 const RECONNECT_FIRST: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(10);
 
@@ -435,6 +437,26 @@ impl Monitor {
                             ok,
                             detail,
                         }
+                    });
+                    None
+                }
+                Action::CheckResources(settings) => {
+                    self.checks.spawn(async move {
+                        let s = settings.clone();
+                        let read = tokio::task::spawn_blocking(move || crate::resources::read(&s));
+                        let readings = match tokio::time::timeout(RESOURCE_WAIT, read).await {
+                            Ok(Ok(readings)) => readings,
+                            // A file system that stopped answering (statvfs on a dead NFS
+                            // server) holds its thread, never the loop.
+                            _ => crate::resources::all_unreadable(
+                                &settings,
+                                &format!(
+                                    "no answer within {}s (a file system that stopped answering?)",
+                                    RESOURCE_WAIT.as_secs()
+                                ),
+                            ),
+                        };
+                        Input::ResourcesRead(readings)
                     });
                     None
                 }

@@ -4,9 +4,10 @@
 use super::attempts::Reset;
 use super::narrate::Line;
 use crate::alert::Event;
-use crate::config::{ProbeSettings, RecoverySettings, Settings};
+use crate::config::{ProbeSettings, RecoverySettings, ResourceSettings, Settings};
 use crate::policy::JobOutcome;
 use crate::probe::ProbeOutcome;
+use crate::resources::Reading;
 use crate::state::Saved;
 use crate::systemd::{Signal, UnitPath, UnitStatus};
 use crate::unit::UnitName;
@@ -40,6 +41,8 @@ pub enum Input {
         ok: bool,
         detail: String,
     },
+    /// The answer to [`Action::CheckResources`].
+    ResourcesRead(Vec<Reading>),
     /// The probe of `name` ([`Action::Probe`]) has an answer.
     Probed {
         name: UnitName,
@@ -98,6 +101,9 @@ pub enum Action {
         unit: UnitName,
         recovery: Box<RecoverySettings>,
     },
+    /// Read the host's resources (blocking I/O, off the loop, bounded); answer with
+    /// [`Input::ResourcesRead`].
+    CheckResources(Box<ResourceSettings>),
     /// Write the episodes and holds to `state_dir`.
     Persist(Saved),
     // Boxed: most actions are small, and a turn at startup queues one per watched unit.

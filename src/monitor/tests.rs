@@ -69,6 +69,8 @@ struct Sim {
     /// Recovery units started, in order: (the unit they are for, when). Each run succeeds and
     /// makes the unit's next restart start it.
     recoveries: Vec<(UnitName, Duration)>,
+    /// What a resource check reads.
+    readings: Vec<crate::resources::Reading>,
 }
 
 fn name(s: &str) -> UnitName {
@@ -136,6 +138,7 @@ impl Sim {
             probes: Vec::new(),
             held_probes: None,
             recoveries: Vec::new(),
+            readings: Vec::new(),
         };
         sim.carry(actions);
         sim.feed(Input::Connected);
@@ -196,6 +199,10 @@ impl Sim {
                     self.carry(more);
                 }
                 Action::Restart { unit, .. } => self.restart(unit),
+                Action::CheckResources(_) => {
+                    let readings = self.readings.clone();
+                    self.inbox.push_back(Input::ResourcesRead(readings));
+                }
                 Action::Recover { unit, recovery } => {
                     self.recoveries.push((unit.clone(), self.elapsed()));
                     self.on_restart.insert(unit.clone(), OnRestart::Starts);

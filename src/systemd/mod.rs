@@ -1,6 +1,7 @@
 //! The systemd manager over D-Bus: the only module that speaks zbus. Everything it hands out is
 //! typed (`UnitName`, `ActiveState`, `JobResult`, object paths), never raw bus values.
 
+mod inspect;
 mod jobs;
 mod path;
 mod signals;
@@ -13,6 +14,7 @@ use zbus::message::Flags;
 use zbus::{Connection, Message, ObjectPath, OwnedObjectPath};
 
 use crate::unit::{ActiveState, JobResult, LoadState, Observation, SubState, UnitName};
+pub use inspect::{AutoRestart, ServiceProps, UnitProps};
 pub use jobs::Jobs;
 pub use path::{JobPath, Router, UnitPath};
 pub use signals::{Signal, Signals, UnitUpdate};

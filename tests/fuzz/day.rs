@@ -395,6 +395,15 @@ impl<'a> Day<'a> {
                 self.engine.status_line(&now);
                 Vec::new()
             }
+            Action::CheckResources(settings) => {
+                let mut readings = unitwarden::resources::all_unreadable(&settings, "x\ny");
+                for r in &mut readings {
+                    if self.rng.percent(80) {
+                        r.value = Ok(self.rng.below(1001) as f64 / 1000.0);
+                    }
+                }
+                vec![Input::ResourcesRead(readings)]
+            }
             Action::Recover { unit, .. } => {
                 let ok = self.rng.percent(60);
                 vec![Input::RecoveryDone {

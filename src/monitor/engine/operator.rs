@@ -259,7 +259,7 @@ impl Engine {
 }
 
 /// Where a unit stands, as `status` names it.
-fn episode_state(w: &Watched) -> EpisodeState {
+pub(super) fn episode_state(w: &Watched) -> EpisodeState {
     match w.hold.as_deref() {
         Some(Hold::Paused { .. }) => return EpisodeState::Paused,
         Some(Hold::OperatorStop { .. }) => return EpisodeState::StoppedByOperator,

@@ -21,7 +21,6 @@ impl Engine {
         if self.mode != super::Mode::Daemon || self.shutting_down {
             return;
         }
-        let interval = self.interval;
         let mut due = Vec::new();
         for (name, w) in self.units.iter() {
             if let Some(ps) = w.probe.as_deref()
@@ -33,19 +32,27 @@ impl Engine {
             }
         }
         for name in due {
-            let Some(w) = self.units.get_mut(&name) else {
-                continue;
-            };
-            let (Some(ps), Some(probe)) = (w.probe.as_deref_mut(), w.settings.probe.as_ref())
-            else {
-                continue;
-            };
-            ps.running = true;
-            // From the start of this one: a slow probe delays its next, never piles up.
-            ps.next_at = now.after(interval);
-            let probe = Box::new(probe.clone());
-            self.out.push(Action::Probe { unit: name, probe });
+            self.start_probe(&name, now);
         }
+    }
+
+    /// Sends `name`'s probe out now.
+    pub(super) fn start_probe(&mut self, name: &UnitName, now: &Now) {
+        let interval = self.interval;
+        let Some(w) = self.units.get_mut(name) else {
+            return;
+        };
+        let (Some(ps), Some(probe)) = (w.probe.as_deref_mut(), w.settings.probe.as_ref()) else {
+            return;
+        };
+        ps.running = true;
+        // From the start of this one: a slow probe delays its next, never piles up.
+        ps.next_at = now.after(interval);
+        let probe = Box::new(probe.clone());
+        self.out.push(Action::Probe {
+            unit: name.clone(),
+            probe,
+        });
     }
 
     /// When the next probe is due, if any unit may be probed.
@@ -64,6 +71,14 @@ impl Engine {
 
     /// A probe has answered.
     pub(super) fn probed(&mut self, name: &UnitName, outcome: ProbeOutcome, now: &Now) {
+        let ok = outcome.ok;
+        let detail = crate::text::one_line(&outcome.detail).into_owned();
+        self.decide_probe(name, outcome, now);
+        self.preflight_probed(name, ok, &detail);
+        self.finish_preflight(now);
+    }
+
+    fn decide_probe(&mut self, name: &UnitName, outcome: ProbeOutcome, now: &Now) {
         let limit_base = {
             let Some(w) = self.units.get(name) else {
                 return;
@@ -150,7 +165,7 @@ impl Engine {
 
 /// Whether `w`'s probe may run now: it is active, nobody holds it, and no attempt of ours is
 /// moving it.
-fn probe_may_run(w: &Watched) -> bool {
+pub(super) fn probe_may_run(w: &Watched) -> bool {
     w.hold.is_none()
         && !w.machine.job_running()
         && w.obs

@@ -231,3 +231,108 @@ async fn the_recovery_unit_runs_at_most_once_per_episode() {
     assert_eq!(sim.recoveries.len(), 1);
     assert_eq!(sim.alerts_of(EventKind::GaveUp).len(), 1);
 }
+
+fn disk(percent: f64) -> crate::resources::Reading {
+    crate::resources::Reading::percent(
+        crate::resources::Resource::Disk("/srv".into()),
+        90,
+        Ok(percent / 100.0),
+        format!("/srv {percent}% used"),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resource_over_its_threshold_is_told_once_and_once_more_when_back() {
+    let cfg = format!(
+        "{BASE}[[unit]]\nname = \"web\"\n[resources]\nresource_interval = \"1m\"\ndisk = [{{ path = \"/srv\", max_used_percent = 90 }}]\n"
+    );
+    let mut sim = Sim::new(&cfg, &[("web", ActiveState::Active)]);
+    sim.readings = vec![disk(50.0)];
+    sim.run_for(secs(90.0)).await;
+    assert!(sim.alerts_of(EventKind::Resource).is_empty());
+    for p in [93.0, 95.0, 89.0, 91.0, 86.0] {
+        sim.readings = vec![disk(p)];
+        sim.run_for(secs(60.0)).await;
+    }
+    let over = sim.alerts_of(EventKind::Resource);
+    assert_eq!(over.len(), 1, "{over:?}");
+    assert!(
+        over[0].detail.contains("/srv 93% used"),
+        "{}",
+        over[0].detail
+    );
+    assert!(
+        sim.alerts_of(EventKind::Recovered).is_empty(),
+        "86% is not yet back"
+    );
+    sim.readings = vec![disk(84.0)];
+    sim.run_for(secs(60.0)).await;
+    let back = sim.alerts_of(EventKind::Recovered);
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].unit, None);
+    assert!(
+        back[0].detail.contains("back below 85%"),
+        "{}",
+        back[0].detail
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_preflight_check_reports_once_before_the_window_opens() {
+    // The sim starts Monday 07:00 UTC; the window opens at 07:30, its check is at 07:20.
+    let window = "[[window]]\nname = \"opening\"\nstart = \"07:30\"\nend = \"08:30\"\ntimezone = \"UTC\"\npreflight = \"10m\"\n";
+    let cfg = probed("").replacen("[[unit]]", &format!("{window}[[unit]]"), 1)
+        + "[[unit]]\nname = \"worker\"\n";
+    let mut sim = Sim::new(
+        &cfg,
+        &[
+            ("web", ActiveState::Active),
+            ("worker", ActiveState::Active),
+        ],
+    );
+    sim.run_for(secs(19.0 * 60.0)).await;
+    assert!(sim.alerts_of(EventKind::Preflight).is_empty());
+    sim.run_for(secs(2.0 * 60.0)).await;
+    let pre = sim.alerts_of(EventKind::Preflight);
+    assert_eq!(pre.len(), 1);
+    assert!(
+        pre[0].detail.contains("all 2 units healthy, probes pass"),
+        "{}",
+        pre[0].detail
+    );
+    // The next one is a week later: nothing more this morning.
+    sim.run_for(secs(3600.0)).await;
+    assert_eq!(sim.alerts_of(EventKind::Preflight).len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_preflight_check_names_what_is_wrong() {
+    let window = "[[window]]\nname = \"opening\"\nstart = \"07:30\"\nend = \"08:30\"\ntimezone = \"UTC\"\npreflight = \"10m\"\n";
+    let cfg = probed("").replacen("[[unit]]", &format!("{window}[[unit]]"), 1)
+        + "[[unit]]\nname = \"worker\"\nmax_attempts = 1\ngive_up_cooldown = \"never\"\n[resources]\ndisk = [{ path = \"/srv\", max_used_percent = 90 }]\n";
+    let mut sim = Sim::new(
+        &cfg,
+        &[
+            ("web", ActiveState::Active),
+            ("worker", ActiveState::Active),
+        ],
+    );
+    sim.readings = vec![disk(50.0)];
+    sim.run_for(secs(60.0)).await;
+    sim.on_restart.insert(name("worker"), OnRestart::Fails);
+    sim.set("worker", ActiveState::Failed);
+    sim.readings = vec![disk(97.0)];
+    sim.probe_fails
+        .insert(name("web"), "HTTP 502 Bad Gateway".into());
+    sim.run_for(secs(20.0 * 60.0)).await;
+    let pre = sim.alerts_of(EventKind::Preflight);
+    assert_eq!(pre.len(), 1);
+    let d = &pre[0].detail;
+    assert!(d.contains("0 of 2 units healthy"), "{d}");
+    assert!(d.contains("worker.service gave up"), "{d}");
+    assert!(
+        d.contains("web.service health probe failed: HTTP 502 Bad Gateway"),
+        "{d}"
+    );
+    assert!(d.contains("/srv 97% used"), "{d}");
+}
