@@ -584,40 +584,66 @@ fn a_disk_over_its_threshold_is_one_resource_line_and_back_under_it_one_recovere
         |f: &File, name: &str| PathBuf::from(format!("/proc/self/fd/{}/{name}", f.as_raw_fd()));
     let data_s = data.display().to_string();
     let tick_s = tick.display().to_string();
-    let about = |path: &str| {
-        let path = path.to_string();
-        move |l: &str| l.contains(&path)
+    // `action=resource result=over|recovered PATH ...`
+    let told = |path: &str, result: &str| {
+        let parts = [
+            "action=resource".to_string(),
+            format!("result={result} "),
+            format!(" {path} "),
+        ];
+        move |l: &str| parts.iter().all(|p| l.contains(p.as_str()))
     };
-    let recovered = |l: &str| l.contains("recovered");
     let count = |pred: &dyn Fn(&str) -> bool| d.stderr_lines().iter().filter(|l| pred(l)).count();
+    // Two checks go by: `tick` crosses its threshold and comes back.
+    let tick_cycle = || {
+        let (over, back) = (
+            count(&told(&tick_s, "over")),
+            count(&told(&tick_s, "recovered")),
+        );
+        fill(&on(&tick_fs, "big"), 600 * 1024);
+        wait_until("tick over", T, || {
+            (count(&told(&tick_s, "over")) > over).then_some(())
+        });
+        fs::remove_file(on(&tick_fs, "big")).unwrap();
+        wait_until("tick back", T, || {
+            (count(&told(&tick_s, "recovered")) > back).then_some(())
+        });
+    };
 
-    // 60 % used: over 50.
-    fill(&on(&data_fs, "big"), 600 * 1024);
-    d.wait_for_stderr("the disk over its threshold", T, |l| {
-        about(&data_s)(l) && !recovered(l)
-    });
-    // Two checks go by while it stays over: `tick` crosses and comes back.
-    fill(&on(&tick_fs, "big"), 600 * 1024);
-    d.wait_for_stderr("tick over", T, |l| about(&tick_s)(l) && !recovered(l));
-    fs::remove_file(on(&tick_fs, "big")).unwrap();
-    d.wait_for_stderr("tick back", T, |l| about(&tick_s)(l) && recovered(l));
+    // 600 KiB of 1 MiB: 58.6% used, over 50.
+    let big = on(&data_fs, "big");
+    fill(&big, 600 * 1024);
+    d.wait_for_stderr("the disk over its threshold", T, told(&data_s, "over"));
+    tick_cycle();
+    // 480 KiB: 46.9%, under the threshold but not 5 points under: not back yet.
+    File::options()
+        .write(true)
+        .open(&big)
+        .and_then(|f| f.set_len(480 * 1024))
+        .unwrap();
+    tick_cycle();
     assert_eq!(
-        count(&|l| about(&data_s)(l) && !recovered(l)),
+        count(&told(&data_s, "over")),
         1,
         "one line while it stays over"
     );
-    assert_eq!(count(&|l| about(&data_s)(l) && recovered(l)), 0);
-
-    fs::remove_file(on(&data_fs, "big")).unwrap();
-    d.wait_for_stderr("the disk back under", T, |l| {
-        about(&data_s)(l) && recovered(l)
-    });
-    let lines = stop(d);
-    let over: Vec<_> = lines.iter().filter(|l| l.contains(&data_s)).collect();
     assert_eq!(
-        over.len(),
+        count(&told(&data_s, "recovered")),
+        0,
+        "46.9% is not back below 45%"
+    );
+
+    fs::remove_file(&big).unwrap();
+    d.wait_for_stderr("the disk back under", T, told(&data_s, "recovered"));
+    let lines = stop(d);
+    let about_data: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("action=resource") && l.contains(&format!(" {data_s} ")))
+        .collect();
+    assert_eq!(
+        about_data.len(),
         2,
-        "one resource line, one recovered line: {over:#?}"
+        "one resource line, one recovered line: {about_data:#?}"
     );
 }
 
@@ -644,8 +670,14 @@ fn window_with_preflight_in(lead: Duration) -> (String, String) {
     )
 }
 
-fn preflight_lines(lines: &[String]) -> Vec<&String> {
-    lines.iter().filter(|l| l.contains("preflight")).collect()
+/// The pre-flight's verdict (`action=preflight result=ok|problems`); the line before it only
+/// says the check begins.
+fn is_verdict(line: &str) -> bool {
+    line.contains("action=preflight") && line.contains(" result=")
+}
+
+fn verdicts(lines: &[String]) -> Vec<&String> {
+    lines.iter().filter(|l| is_verdict(l)).collect()
 }
 
 #[test]
@@ -660,17 +692,19 @@ fn a_preflight_before_a_window_says_all_is_well_when_it_is() {
     let cfg = write_config(
         &mgr,
         &format!(
-            "interval = \"1h\"\n{window}[[unit]]\nname = \"db\"\n[[unit]]\nname = \"web\"\n{}",
+            "interval = \"1h\"\n{window}[[unit]]\nname = \"db\"\n[[unit]]\nname = \"web\"\n{}\
+             [resources]\ndisk = [{{ path = \"/\", max_used_percent = 100 }}]\n",
             http_probe(&web.url(), "timeout = \"2s\"\ngrace = \"0s\"\n")
         ),
     );
     let d = Daemon::spawn(&mgr, &cfg, &["run"]);
     ready(&d);
-    let line = d.wait_for_stderr("the pre-flight line", T, |l| l.contains("preflight"));
+    let line = d.wait_for_stderr("the pre-flight verdict", T, is_verdict);
     let pid = main_pid(&mgr, &web.unit);
     assert!(web.count(pid, "200") >= 1, "{:#?}", web.requests());
     let lines = stop(d);
-    assert_eq!(preflight_lines(&lines).len(), 1, "{lines:#?}");
+    assert_eq!(verdicts(&lines).len(), 1, "{lines:#?}");
+    assert!(line.contains("result=ok"), "{line}");
     assert!(
         !line.contains("web.service") && !line.contains("db.service"),
         "all is well, so no unit is named: {line}"
@@ -697,12 +731,16 @@ fn a_preflight_before_a_window_names_the_unit_whose_probe_fails() {
     );
     let d = Daemon::spawn(&mgr, &cfg, &["run"]);
     ready(&d);
-    let line = d.wait_for_stderr("the pre-flight line", T, |l| l.contains("preflight"));
+    let line = d.wait_for_stderr("the pre-flight verdict", T, is_verdict);
     let lines = stop(d);
-    assert!(line.contains("web"), "the failing unit is named: {line}");
+    assert!(line.contains("result=problems"), "{line}");
+    assert!(
+        line.contains("web.service"),
+        "the failing unit is named: {line}"
+    );
     assert!(
         !line.contains("db.service"),
         "the healthy one is not: {line}"
     );
-    assert_eq!(preflight_lines(&lines).len(), 1, "{lines:#?}");
+    assert_eq!(verdicts(&lines).len(), 1, "{lines:#?}");
 }
