@@ -517,6 +517,12 @@ fn a_recovery_unit_repairs_what_restarts_alone_cannot_and_runs_once() {
         "failed attempt, then the repair, then the next attempt: {lines:#?}"
     );
     assert!(
+        lines[recovery..second]
+            .iter()
+            .any(|l| has(l, &["action=recovery", "result=done", "app-repair.service"])),
+        "the repair finished before the next attempt: {lines:#?}"
+    );
+    assert!(
         lines
             .iter()
             .any(|l| has(l, &["unit=app.service", "attempt=2/3", "result=restarted"])),
