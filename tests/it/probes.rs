@@ -344,8 +344,8 @@ fn an_exec_probe_that_outlives_its_timeout_is_killed_and_counts_as_a_failure() {
     );
     mgr.daemon_reload();
     mgr.systemctl_ok(&["start", "worker"]);
-    // The check records each run's PID, then becomes `sleep 60` (same PID) until `healthy`
-    // exists.
+    // The check records its PID and, unless `healthy` exists, starts `sleep 60` as a child of
+    // its own (recorded too) and waits for it: killing the check alone would leave the sleep.
     let dir = mgr.work_dir();
     let pids = dir.join("check.pids");
     let healthy = dir.join("healthy");
@@ -353,7 +353,7 @@ fn an_exec_probe_that_outlives_its_timeout_is_killed_and_counts_as_a_failure() {
     fs::write(
         &check,
         format!(
-            "#!/bin/sh\necho $$ >> {pids}\ntest -e {healthy} && exit 0\nexec /bin/sleep 60\n",
+            "#!/bin/sh\necho $$ >> {pids}\ntest -e {healthy} && exit 0\n/bin/sleep 60 &\necho $! >> {pids}\nwait\n",
             pids = pids.display(),
             healthy = healthy.display()
         ),
@@ -383,9 +383,14 @@ fn an_exec_probe_that_outlives_its_timeout_is_killed_and_counts_as_a_failure() {
             .filter_map(|l| l.trim().parse().ok())
             .collect()
     };
-    assert!(started().len() >= 2, "{:?}", started());
-    // Each timed-out check is killed at its timeout; none is left sleeping.
-    let left = wait_until("every timed-out check gone", T, || {
+    assert!(
+        started().len() >= 4,
+        "two checks and their sleeps: {:?}",
+        started()
+    );
+    // Each timed-out check is killed at its timeout with its process group: no check and no
+    // sleep is left.
+    let left = wait_until("every timed-out check and its sleep gone", T, || {
         let left: Vec<u32> = started().into_iter().filter(|p| running(*p)).collect();
         left.is_empty().then_some(left)
     });
