@@ -14,6 +14,7 @@ pub mod monitor;
 pub mod notify;
 pub mod policy;
 pub mod polkit;
+pub mod probe;
 pub mod selfalert;
 pub mod state;
 pub mod systemd;
