@@ -457,6 +457,9 @@ fn run_shard(run: &Run, k: u64, corpus: &Corpus) {
         }
         // The report itself must reach the parent: the hook keeps only cases' panics.
         CAPTURING.with(|c| *c.borrow_mut() = false);
+        // The hook keeps the cases' panics quiet; this one is the shard's report and must be
+        // seen.
+        CAPTURING.with(|c| *c.borrow_mut() = false);
         panic!("{report}");
     }
 }
