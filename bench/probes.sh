@@ -10,6 +10,7 @@
 # Knobs (environment):
 #   BENCH_PROBE_UNITS=5       targets (nginx units), each checked once per period
 #   BENCH_PROBE_WINDOW=30     seconds measured per row
+#   BENCH_PROBE_KINDS="http tcp exec"  the probe kinds measured, in that order
 #   BENCH_PROBE_INTERVAL=1s   period of every watcher (unitwarden's interval, monit's cycle,
 #                             the shell loop's sleep)
 #   BENCH_BIN=PATH            unitwarden binary to measure (default: cargo build --release,
@@ -27,6 +28,7 @@ SELF=$HERE/$(basename "${BASH_SOURCE[0]}")
 UNITS=${BENCH_PROBE_UNITS:-5}
 WINDOW=${BENCH_PROBE_WINDOW:-30}
 INTERVAL=${BENCH_PROBE_INTERVAL:-1s}
+KINDS=${BENCH_PROBE_KINDS:-http tcp exec}
 OUT=${BENCH_OUT:-$ROOT/target/bench}
 NGINX=/usr/sbin/nginx
 CURL=/usr/bin/curl
@@ -38,6 +40,10 @@ say() { echo "[bench $(date +%T)] $*" >&2; }
 
 [[ $UNITS =~ ^[1-9][0-9]*$ ]] || die "BENCH_PROBE_UNITS must be a whole number >= 1 (got '$UNITS')"
 [[ $WINDOW =~ ^[1-9][0-9]*$ ]] || die "BENCH_PROBE_WINDOW must be a whole number >= 1 (got '$WINDOW')"
+for kind in $KINDS; do
+    case $kind in http|tcp|exec) ;; *) die "BENCH_PROBE_KINDS: unknown kind '$kind' (http, tcp, exec)" ;; esac
+done
+[ -n "${KINDS// /}" ] || die "BENCH_PROBE_KINDS is empty"
 [[ $INTERVAL =~ ^([0-9]+)(ms|s)$ ]] || die "BENCH_PROBE_INTERVAL must look like 1s or 500ms (got '$INTERVAL')"
 if [ "${BASH_REMATCH[2]}" = ms ]; then
     PERIOD_MS=${BASH_REMATCH[1]}
@@ -235,7 +241,7 @@ monitrc() {  # monitrc KIND -> control file
 }
 
 ROWS=()
-for kind in http tcp exec; do
+for kind in $KINDS; do
     watcher_unit "unitwarden-$kind" notify "$BENCH_BIN" run --config "$(uwconfig "$kind")"
     ROWS+=("$kind unitwarden")
     if [ "$kind" != exec ]; then
@@ -377,7 +383,7 @@ measure() {  # measure KIND WATCHER_NAME|none
     echo "machine:    $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), kernel $(uname -r)"
     echo "targets:    $UNITS × $("$NGINX" -v 2>&1 | sed 's/^nginx version: //') (one worker each), as units of a private systemd --user"
     echo "watchers:   unitwarden $("$BENCH_BIN" --version | awk '{print $2}'), $(monit -V | head -1 | sed 's/This is //'), bash + $("$CURL" --version | head -1 | awk '{print $1, $2}')"
-    echo "settings:   BENCH_PROBE_UNITS=$UNITS BENCH_PROBE_WINDOW=${WINDOW}s BENCH_PROBE_INTERVAL=$INTERVAL (monit: set daemon $MONIT_PERIOD)"
+    echo "settings:   BENCH_PROBE_UNITS=$UNITS BENCH_PROBE_WINDOW=${WINDOW}s BENCH_PROBE_KINDS=\"$KINDS\" BENCH_PROBE_INTERVAL=$INTERVAL (monit: set daemon $MONIT_PERIOD)"
     read -r l1 l5 l15 _ < /proc/loadavg
     echo "load:       $l1 $l5 $l15 at start"
 } > "$B/header.txt"
