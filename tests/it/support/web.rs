@@ -209,13 +209,15 @@ impl Gunicorn {
             request_log: dir.join(format!("{name}.requests")),
         };
         g.set_health(health);
+        // PYTHONDONTWRITEBYTECODE: the app is imported from the source tree, which must not
+        // gain a __pycache__.
         mgr.write_unit(
             &g.unit,
             &format!(
                 "[Unit]\nDescription=gunicorn serving tests/probe/health_app.py\n\
                  StartLimitIntervalSec=0\n\
                  [Service]\nType=notify\n\
-                 Environment=HEALTH_MODE_FILE={mode} HEALTH_REQUEST_LOG={log}\n\
+                 Environment=HEALTH_MODE_FILE={mode} HEALTH_REQUEST_LOG={log} PYTHONDONTWRITEBYTECODE=1\n\
                  ExecStart={python} -m gunicorn --chdir {fixtures} --bind 127.0.0.1:{port} \
                  --workers 1 --worker-class gthread --threads 8 --graceful-timeout 1 \
                  health_app:app\n",
