@@ -2,6 +2,7 @@
 //! the ones that die with capped, backed-off attempts, and checks harder in critical windows.
 
 pub mod alert;
+pub mod alertmanager;
 pub mod args;
 pub mod cli;
 pub mod clock;
