@@ -1,6 +1,7 @@
 //! Command line: parses arguments, runs the chosen command, maps outcomes to exit codes.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 
@@ -10,6 +11,7 @@ use crate::config::{self, Settings};
 use crate::control::protocol::Request;
 use crate::control::{client, render, server};
 use crate::logging;
+use crate::metrics::Metrics;
 use crate::monitor::{self, Command};
 
 pub fn main() -> ExitCode {
@@ -254,6 +256,13 @@ async fn run(settings: Settings) -> ExitCode {
     let (alerts, delivery) = start_alerts(&settings);
     let socket = settings.daemon.control_socket.clone();
     let (ask_tx, ask_rx) = tokio::sync::mpsc::channel(16);
+    // Always running: a reload may add [metrics]. It binds nothing without it.
+    let metrics = Metrics::new(&settings);
+    tokio::spawn(crate::metrics::server::serve(
+        Arc::clone(&metrics),
+        ask_tx.clone(),
+        alerts.clone(),
+    ));
     let bound = match server::bind(&socket) {
         Ok(listener) => {
             tokio::spawn(server::serve(
@@ -270,7 +279,16 @@ async fn run(settings: Settings) -> ExitCode {
             false
         }
     };
-    let outcome = monitor::run(settings, Some(log.clone()), alerts, shutdown, rx, ask_rx).await;
+    let outcome = monitor::run(
+        settings,
+        Some(log.clone()),
+        alerts,
+        metrics,
+        shutdown,
+        rx,
+        ask_rx,
+    )
+    .await;
     if bound {
         let _ = std::fs::remove_file(&socket);
     }

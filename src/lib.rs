@@ -11,6 +11,7 @@ pub mod control;
 pub mod diagnosis;
 pub mod files;
 pub mod logging;
+pub mod metrics;
 pub mod monitor;
 pub mod notify;
 pub mod policy;

@@ -83,6 +83,8 @@ struct Counters {
     /// When the oldest email in the outbox was written (Unix milliseconds; 0 = none).
     oldest_ms: std::sync::atomic::AtomicI64,
     sent: AtomicU64,
+    /// Delivery attempts the server refused or that failed on the way.
+    failed: AtomicU64,
     dropped: AtomicU64,
     suppressed: AtomicU64,
 }
@@ -96,6 +98,8 @@ pub struct AlertStats {
     pub oldest: Option<Timestamp>,
     /// Emails the server accepted since start.
     pub sent: u64,
+    /// Delivery attempts that failed since start (each retried later).
+    pub failed: u64,
     /// Events or emails lost since start (queue full, older than `outbox_max_age`, unreadable
     /// outbox file); each was logged at error level.
     pub dropped: u64,
@@ -157,9 +161,25 @@ impl Alerts {
                 ms => Timestamp::from_millisecond(ms).ok(),
             },
             sent: c.sent.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
             suppressed: c.suppressed.load(Ordering::Relaxed),
         }
+    }
+
+    /// What `/metrics` says of each sink that is configured.
+    pub fn sink_stats(&self) -> Vec<crate::metrics::SinkStats> {
+        let mut out = Vec::new();
+        if self.is_enabled() {
+            let s = self.stats();
+            out.push(crate::metrics::SinkStats {
+                sink: "email",
+                sent: s.sent,
+                failed: s.failed + s.dropped,
+                waiting: s.outbox,
+            });
+        }
+        out
     }
 
     /// Emails waiting in the outbox.
