@@ -107,11 +107,13 @@ pub struct AlertStats {
     pub suppressed: u64,
 }
 
-/// The watch loop's end of the alert queue. Cheap to clone; `send` never waits.
+/// The watch loop's end of the alert queue (and of the Alertmanager sink's, when configured).
+/// Cheap to clone; `send` never waits.
 #[derive(Clone)]
 pub struct Alerts {
     tx: Option<mpsc::Sender<Event>>,
     counters: Arc<Counters>,
+    alertmanager: Option<crate::alertmanager::Handle>,
 }
 
 impl Alerts {
@@ -120,6 +122,7 @@ impl Alerts {
         Alerts {
             tx: None,
             counters: Arc::default(),
+            alertmanager: None,
         }
     }
 
@@ -127,16 +130,27 @@ impl Alerts {
         Alerts {
             tx: Some(tx),
             counters: Arc::default(),
+            alertmanager: None,
         }
     }
 
+    /// Whether email is on (the outbox `status` reports).
     pub fn is_enabled(&self) -> bool {
         self.tx.is_some()
+    }
+
+    /// Events also go to the Alertmanager sink behind `handle`.
+    pub fn with_alertmanager(mut self, handle: crate::alertmanager::Handle) -> Alerts {
+        self.alertmanager = Some(handle);
+        self
     }
 
     /// Queues `ev` without waiting. A full queue means the alert task is stuck far behind;
     /// the event is then logged as dropped (and counted) rather than stalling restarts.
     pub fn send(&self, ev: Event) {
+        if let Some(am) = &self.alertmanager {
+            am.send(&ev);
+        }
         let Some(tx) = &self.tx else { return };
         if let Err(e) = tx.try_send(ev) {
             let ev = match e {
@@ -179,6 +193,7 @@ impl Alerts {
                 waiting: s.outbox,
             });
         }
+        out.extend(self.alertmanager.as_ref().map(|am| am.stats()));
         out
     }
 
@@ -240,6 +255,7 @@ pub fn start(
     let alerts = Alerts {
         tx: Some(tx),
         counters: Arc::clone(&counters),
+        alertmanager: None,
     };
     let gate = Arc::new(tokio::sync::Mutex::new(()));
     let task = AlertTask {

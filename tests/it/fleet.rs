@@ -451,3 +451,124 @@ fn a_port_in_use_is_a_clear_error_at_start_and_on_reload_and_the_watchdog_goes_o
     assert!(get(port, "/metrics").contains("unitwarden_build_info"));
     drop(taken);
 }
+
+const GIVES_UP: &str = "[restart]\nbackoff_initial = \"0s\"\nverify_after = \"300ms\"\nmax_attempts = 2\ngive_up_cooldown = \"never\"\n";
+
+/// A manager with `bad.service`, which fails at every start.
+fn with_a_failing_unit() -> Manager {
+    let mgr = Manager::start();
+    mgr.write_unit(
+        "bad.service",
+        "[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=/bin/sh -c 'exit 3'\n",
+    );
+    mgr.daemon_reload();
+    mgr
+}
+
+fn alertmanager_config(mgr: &Manager, am_port: u16) -> PathBuf {
+    write_config(
+        mgr,
+        &format!(
+            "{GIVES_UP}[alertmanager]\nurl = \"http://127.0.0.1:{am_port}\"\n[[unit]]\nname = \"bad\"\n"
+        ),
+    )
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+const GAVE_UP: &[(&str, &str)] = &[
+    ("alertname", "UnitwardenGaveUp"),
+    ("unit", "bad.service"),
+    ("event", "gave_up"),
+    ("severity", "critical"),
+];
+
+#[test]
+fn a_given_up_unit_is_an_alert_in_a_real_alertmanager_until_retry_resolves_it() {
+    let mgr = with_a_failing_unit();
+    let am = Alertmanager::start(mgr.work_dir());
+    let cfg = alertmanager_config(&mgr, am.port);
+    let d = Daemon::spawn(&mgr, &cfg, &["run"]);
+    let alert = am.wait_for(GAVE_UP, T);
+    eprintln!("alert: {alert:#}");
+    assert_eq!(alert["labels"]["host"], hostname().as_str());
+    assert_eq!(alert["status"]["state"], "active");
+    let summary = alert["annotations"]["summary"].as_str().unwrap();
+    assert!(summary.contains("bad.service"), "{summary}");
+    assert!(alert["annotations"]["journal"].is_string(), "{alert}");
+    // The unit is down too, as a warning, and the failed attempts are one alert.
+    let down = am.wait_for(
+        &[
+            ("unit", "bad.service"),
+            ("event", "down"),
+            ("severity", "warning"),
+        ],
+        T,
+    );
+    assert_eq!(down["labels"]["alertname"], "UnitwardenDown");
+    let failed: Vec<_> = am
+        .alerts()
+        .into_iter()
+        .filter(|a| a["labels"]["event"] == "restart_failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+
+    // Fixed and retried: restarted, and every alert of the unit resolves.
+    mgr.write_unit("bad.service", "[Service]\nExecStart=/bin/sleep infinity\n");
+    mgr.daemon_reload();
+    cli_ok(&mgr, &cfg, &["retry", "bad"]);
+    d.wait_for_stderr("bad restarted", T, |l| {
+        l.contains("unit=bad.service") && l.contains("result=restarted")
+    });
+    wait_until("the alerts of bad.service to resolve", T, || {
+        let left: Vec<_> = am
+            .alerts()
+            .into_iter()
+            .filter(|a| {
+                a["labels"]["unit"] == "bad.service"
+                    && ["gave_up", "down", "restart_failed"]
+                        .contains(&a["labels"]["event"].as_str().unwrap_or(""))
+            })
+            .collect();
+        left.is_empty().then_some(())
+    });
+}
+
+#[test]
+fn an_alert_raised_while_alertmanager_is_down_arrives_when_it_is_back_across_a_kill_9() {
+    let mgr = with_a_failing_unit();
+    let mut am = Alertmanager::start(mgr.work_dir());
+    am.stop();
+    let cfg = alertmanager_config(&mgr, am.port);
+    let d = Daemon::spawn(&mgr, &cfg, &["run"]);
+    d.wait_for_stderr("the give-up", T, |l| {
+        l.contains("unit=bad.service") && l.contains("action=give_up")
+    });
+    d.wait_for_stderr("a failed post", T, |l| {
+        l.contains("alerts not posted") && l.contains("cannot connect")
+    });
+    let state = mgr.work_dir().join("state/alertmanager.json");
+    wait_until("the give-up kept in state_dir", T, || {
+        let kept = std::fs::read_to_string(&state).ok()?;
+        kept.contains("UnitwardenGaveUp").then_some(())
+    });
+
+    // Killed while the alert waits; the next run has it from state_dir.
+    d.kill9();
+    let d = Daemon::spawn(&mgr, &cfg, &["run"]);
+    d.wait_for_stderr("the alerts of the last run", T, |l| {
+        l.contains("from an earlier run go to the Alertmanager")
+    });
+    am.restart();
+    // Retried at most 30 s apart.
+    let alert = am.wait_for(GAVE_UP, Duration::from_secs(60));
+    assert_eq!(alert["status"]["state"], "active");
+    d.wait_for_stderr("the recovery of the Alertmanager", T, |l| {
+        l.contains("takes alerts again")
+    });
+}
