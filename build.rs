@@ -46,7 +46,8 @@ const MAN_EXTRA: &str = r#".SH "EXIT STATUS"
 success
 .TP
 .B 1
-the command's check failed; for \fBonce\fR: a unit is still down at the end
+the command's check failed; for \fBonce\fR: a unit is still down at the end; for \fBdoctor\fR:
+a warning (notes alone exit 0), or the manager cannot be reached on the bus
 .TP
 .B 2
 invalid configuration or arguments (one line on stderr: \fIPATH\fR:\fILINE\fR:\fICOL\fR: what is wrong)

@@ -94,6 +94,12 @@ pub enum Cmd {
         #[arg(long, default_value = "unitwarden.service", value_name = "UNIT")]
         unit: String,
     },
+    /// Read every watched unit over D-Bus and flag pitfalls (exit 0 no warnings, 1 warnings or the manager cannot be reached)
+    Doctor {
+        /// Print the versioned JSON document instead of the table
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a polkit rule letting USER start, restart and reset exactly the configured units
     PolkitRule {
         /// The account unitwarden runs as in least-privilege mode (User= in its unit)

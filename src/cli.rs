@@ -63,18 +63,10 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Cmd::PolkitRule { user } => {
-            let units: Vec<_> = settings.units.iter().map(|u| &u.pattern).collect();
-            let recovery: Vec<_> = settings
-                .units
-                .iter()
-                .filter_map(|u| Some(&u.recovery.as_ref()?.unit))
-                .collect();
-            print!(
-                "{}",
-                crate::polkit::rule(&user, &settings.path, &units, &recovery)
-            );
+            print!("{}", crate::polkit::rule_for(&user, &settings));
             ExitCode::SUCCESS
         }
+        Cmd::Doctor { json } => with_runtime(doctor(settings, json)),
         Cmd::Status { .. } | Cmd::Pause { .. } | Cmd::Resume { .. } | Cmd::Retry { .. } => {
             unreachable!("answered by the daemon")
         }
@@ -145,13 +137,7 @@ fn control(cli: &Cli, request: Request) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         let tz = jiff::tz::TimeZone::system();
-        let colour = if std::io::IsTerminal::is_terminal(&std::io::stdout())
-            && std::env::var_os("NO_COLOR").is_none()
-        {
-            render::Colour::Yes
-        } else {
-            render::Colour::No
-        };
+        let colour = render::Colour::of_stdout();
         match &cli.command {
             Cmd::Status { unit: Some(_), .. } => {
                 for u in &status.units {
@@ -180,6 +166,41 @@ fn control(cli: &Cli, request: Request) -> ExitCode {
 fn print_warnings(settings: &Settings, warnings: impl IntoIterator<Item = String>) {
     for w in warnings {
         eprintln!("{}: warning: {w}", crate::text::path(&settings.path));
+    }
+}
+
+/// `doctor`: exit 0 without warnings (notes alone are fine), 1 with warnings or without a
+/// manager to ask.
+async fn doctor(settings: Settings, json: bool) -> ExitCode {
+    let facts = match crate::doctor::gather(&settings).await {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!(
+                "unitwarden doctor: {}",
+                crate::text::one_line(&e.to_string())
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = crate::doctor::judge(&settings.units, &facts);
+    if json {
+        match crate::doctor::render::json(&report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("unitwarden doctor: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!(
+            "{}",
+            crate::doctor::render::table(&report, render::Colour::of_stdout())
+        );
+    }
+    if report.has_warnings() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

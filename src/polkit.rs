@@ -102,6 +102,18 @@ polkit.addRule(function(action, subject) {{
     )
 }
 
+/// [`rule`] for the units and recovery units of `settings`: what `unitwarden polkit-rule`
+/// prints.
+pub fn rule_for(user: &str, settings: &crate::config::Settings) -> String {
+    let units: Vec<_> = settings.units.iter().map(|u| &u.pattern).collect();
+    let recovery: Vec<_> = settings
+        .units
+        .iter()
+        .filter_map(|u| Some(&u.recovery.as_ref()?.unit))
+        .collect();
+    rule(user, &settings.path, &units, &recovery)
+}
+
 /// A JavaScript string literal: JSON's quoting is valid JavaScript; every character outside a
 /// short list of printable ASCII is written as `\uXXXX` (`<`, `>`, control characters, every
 /// non-ASCII character including the line separators U+2028/U+2029), so nothing can end the

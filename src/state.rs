@@ -189,6 +189,7 @@ mod tests {
                 attempts: 2,
                 gave_up: None,
                 healthy_since: None,
+                recovery_ran: false,
             },
         );
         m.holds.insert(

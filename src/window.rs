@@ -242,6 +242,14 @@ impl Window {
     }
 }
 
+/// A pre-flight check: at `at`, before `window` opens at `opens`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Preflight {
+    pub at: Timestamp,
+    pub window: String,
+    pub opens: Timestamp,
+}
+
 /// All configured windows, in config order.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Calendar {
@@ -289,6 +297,33 @@ impl Calendar {
             .filter_map(|w| w.min_interval)
             .min()
             .unwrap_or(base)
+    }
+
+    /// The next pre-flight check: of the windows that set `preflight`, the occurrence not yet
+    /// started (and not in `done`, as `(window, start)`) whose check time, its start minus
+    /// `preflight`, comes first. The time may be past already: a check is due until its window
+    /// opens.
+    pub fn next_preflight(
+        &self,
+        now: Timestamp,
+        done: &[(String, Timestamp)],
+    ) -> Option<Preflight> {
+        self.windows
+            .iter()
+            .filter_map(|w| {
+                let lead = w.preflight?;
+                let (opens, _) = w
+                    .occurrences(now, 3)
+                    .into_iter()
+                    .find(|(start, _)| *start > now && !done.contains(&(w.name.clone(), *start)))?;
+                let lead = jiff::SignedDuration::try_from(lead).ok()?;
+                Some(Preflight {
+                    at: opens.checked_sub(lead).unwrap_or(Timestamp::MIN),
+                    window: w.name.clone(),
+                    opens,
+                })
+            })
+            .min_by_key(|p| p.at)
     }
 
     /// The names of the active windows joined with `+`, or `None` when none

@@ -103,6 +103,7 @@ pub fn headline(item: &Item) -> String {
             format!("{unit} gave up after {} restarts", attempt(e))
         }
         EventKind::GaveUp => format!("{unit} gave up"),
+        EventKind::Recovered if e.unit.is_none() => e.detail.clone(),
         EventKind::Recovered => format!("{unit} recovered"),
         EventKind::NotFound => format!("{unit} cannot be loaded"),
         EventKind::ProbeFailed => format!("{unit} health probe failed"),

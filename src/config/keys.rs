@@ -379,14 +379,14 @@ pub const KEYS: &[Key] = &[
         "http",
         Means("no HTTP probe"),
         r#""http://127.0.0.1:8000/health/""#,
-        "URL to GET.",
+        "http:// or https:// URL to GET (HTTP/1.1, redirects not followed; https verified against the system's CA certificates); no user:password@ or #fragment, an IPv6 address in brackets.",
     ),
     key(
         "unit.probe",
         "tcp",
         Means("no TCP probe"),
         r#""127.0.0.1:5432""#,
-        "host:port to connect to.",
+        "host:port to connect to; an IPv6 address in brackets: \"[::1]:5432\".",
     ),
     key(
         "unit.probe",
@@ -407,7 +407,7 @@ pub const KEYS: &[Key] = &[
         "expect_body",
         Means("any body"),
         r#""ok""#,
-        "Text the http probe's response body must contain.",
+        "Text the http probe's response body must contain, within its first 64 KiB.",
     ),
     key(
         "unit.probe",

@@ -21,6 +21,7 @@ use crate::alert::ALL_EVENTS;
 use crate::alert::email::parse_address;
 use crate::logging::{LogFormat, LogLevel, LogSettings, Rotation};
 use crate::policy::RestartPolicy;
+use crate::probe::target::{HostPort, Url};
 use crate::unit::{UnitName, UnitPattern};
 use crate::window::{Calendar, DaySet, Window};
 
@@ -146,13 +147,7 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
             flap_restarts: u.flap_restarts,
             flap_window: u.flap_window,
         };
-        let policy = merge_restart(&defaults, &overrides).map_err(|(s, m)| err(s, m))?;
-        // Most units take [restart] as it is: they share it rather than each holding a copy.
-        let policy = if policy == *defaults {
-            Arc::clone(&defaults)
-        } else {
-            Arc::new(policy)
-        };
+        let mut policy = merge_restart(&defaults, &overrides).map_err(|(s, m)| err(s, m))?;
         let probe = match u.probe {
             Some(p) if !matches!(pattern, UnitPattern::Exact(_)) => {
                 return Err(err(
@@ -212,6 +207,13 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
                 }
                 None
             }
+        };
+        policy.recovery_after = recovery.as_ref().map(|r| r.after);
+        // Most units take [restart] as it is: they share it rather than each holding a copy.
+        let policy = if policy == *defaults {
+            Arc::clone(&defaults)
+        } else {
+            Arc::new(policy)
         };
         let mut depends_on = Vec::new();
         for dep in u.depends_on {
@@ -357,12 +359,10 @@ fn build_probe(p: Spanned<Box<RawProbe>>) -> Result<ProbeSettings, (Range<usize>
             "expect_status and expect_body apply to http probes only".into(),
         ));
     }
+    // The probe's own parsers: what passes here is what a probe can send.
     let check = if let Some(url) = p.http {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err((
-                span,
-                format!("probe http {url:?} must start with http:// or https://"),
-            ));
+        if let Err(why) = Url::parse(&url) {
+            return Err((span, format!("probe http {url:?} {why}")));
         }
         ProbeCheck::Http {
             url,
@@ -370,12 +370,8 @@ fn build_probe(p: Spanned<Box<RawProbe>>) -> Result<ProbeSettings, (Range<usize>
             expect_body: p.expect_body,
         }
     } else if let Some(addr) = p.tcp {
-        if addr
-            .rsplit_once(':')
-            .and_then(|(_, port)| port.parse::<u16>().ok())
-            .is_none()
-        {
-            return Err((span, format!("probe tcp {addr:?} must be host:port")));
+        if let Err(why) = HostPort::parse(&addr) {
+            return Err((span, format!("probe tcp {addr:?} {why}")));
         }
         ProbeCheck::Tcp(addr)
     } else {
@@ -1134,6 +1130,34 @@ verify_after = "0s"
             (
                 "[[unit]]\nname = \"a\"\n[unit.probe]\ntcp = \"h:1\"\nfailures = 0\n",
                 "/etc/unitwarden/test.toml:5:12: failures must be at least 1",
+            ),
+            (
+                "[[unit]]\nname = \"a\"\n[unit.probe]\nhttp = \"ftp://h/\"\n",
+                "/etc/unitwarden/test.toml:3:1: probe http \"ftp://h/\" must start with http:// or https://",
+            ),
+            (
+                "[[unit]]\nname = \"a\"\n[unit.probe]\nhttp = \"http://h/health#top\"\n",
+                "/etc/unitwarden/test.toml:3:1: probe http \"http://h/health#top\" has a fragment (#top), which is never sent to the server: remove it",
+            ),
+            (
+                "[[unit]]\nname = \"a\"\n[unit.probe]\nhttp = \"https://ops:secret@h/\"\n",
+                "/etc/unitwarden/test.toml:3:1: probe http \"https://ops:secret@h/\" holds user@ or user:password@",
+            ),
+            (
+                "[[unit]]\nname = \"a\"\n[unit.probe]\nhttp = \"http://::1:8000/\"\n",
+                "/etc/unitwarden/test.toml:3:1: probe http \"http://::1:8000/\" holds an IPv6 address without brackets",
+            ),
+            (
+                "[[unit]]\nname = \"a\"\n[unit.probe]\nhttp = \"http://h:0/\"\n",
+                "/etc/unitwarden/test.toml:3:1: probe http \"http://h:0/\" has the port 0, outside 1-65535",
+            ),
+            (
+                "[[unit]]\nname = \"a\"\n[unit.probe]\ntcp = \"db\"\n",
+                "/etc/unitwarden/test.toml:3:1: probe tcp \"db\" must be host:port",
+            ),
+            (
+                "[[unit]]\nname = \"a\"\n[unit.probe]\ntcp = \"db:0\"\n",
+                "/etc/unitwarden/test.toml:3:1: probe tcp \"db:0\" has the port 0, outside 1-65535",
             ),
             (
                 "[[unit]]\nname = \"a\"\nrecovery_unit = \"a\"\n",

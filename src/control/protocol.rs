@@ -165,6 +165,33 @@ pub struct UnitReport {
     /// The unit's last lines, oldest first; only in `status UNIT`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent: Vec<RecentReport>,
+    /// Its health probe, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeReport>,
+}
+
+/// Where a unit's health probe stands.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProbeReport {
+    /// `http GET URL`, `tcp HOST:PORT` or `exec PROGRAM ARGS`.
+    pub check: String,
+    /// The last answer; `None` before the first.
+    pub last: Option<ProbeAnswer>,
+    /// Failures in a row that count, and how many make the unit down (window-adjusted).
+    pub failures: u32,
+    pub of: u32,
+    /// The count reached `of`: the unit is down by its probe.
+    pub down: bool,
+    /// Failures before then do not count: the unit (re)started recently.
+    pub grace_until: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProbeAnswer {
+    pub at: Timestamp,
+    pub ok: bool,
+    pub detail: String,
+    pub took_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,6 +207,8 @@ pub enum EpisodeState {
     WaitingForDependency,
     /// Our restart job is out.
     Restarting,
+    /// The unit's `recovery_unit` runs; the next attempt waits for it.
+    Recovering,
     /// Restarted; checking it stays up for `verify_after`.
     Verifying,
     /// No more attempts until the cooldown ends (`until`) or `retry`.
@@ -206,6 +235,7 @@ impl EpisodeState {
             EpisodeState::BackingOff => "backing off",
             EpisodeState::WaitingForDependency => "waiting for dependency",
             EpisodeState::Restarting => "restarting",
+            EpisodeState::Recovering => "recovering",
             EpisodeState::Verifying => "verifying",
             EpisodeState::GaveUp => "gave up",
             EpisodeState::Paused => "paused",

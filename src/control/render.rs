@@ -8,7 +8,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-use super::protocol::{EpisodeState, StatusReport, UnitReport};
+use super::protocol::{EpisodeState, ProbeReport, StatusReport, UnitReport};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Colour {
@@ -16,8 +16,21 @@ pub enum Colour {
     No,
 }
 
+impl Colour {
+    /// Colour when stdout is a terminal and `NO_COLOR` is unset.
+    pub fn of_stdout() -> Colour {
+        if std::io::IsTerminal::is_terminal(&std::io::stdout())
+            && std::env::var_os("NO_COLOR").is_none()
+        {
+            Colour::Yes
+        } else {
+            Colour::No
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
-enum Paint {
+pub(crate) enum Paint {
     Plain,
     Good,
     Bad,
@@ -53,10 +66,11 @@ pub fn table(r: &StatusReport, colour: Colour, tz: &TimeZone) -> String {
         "SINCE",
         "ATTEMPTS",
         "EPISODE",
+        "PROBE",
         "LAST ACTION",
         "NEXT CHECK",
     ];
-    let rows: Vec<[(String, Paint); 8]> = r.units.iter().map(|u| row(u, r.now, tz)).collect();
+    let rows: Vec<[(String, Paint); 9]> = r.units.iter().map(|u| row(u, r.now, tz)).collect();
     let mut widths = titles.map(str::len);
     for row in &rows {
         for (w, (cell, _)) in widths.iter_mut().zip(row.iter()) {
@@ -145,7 +159,7 @@ fn header(r: &StatusReport) -> String {
     out
 }
 
-fn row(u: &UnitReport, now: Timestamp, tz: &TimeZone) -> [(String, Paint); 8] {
+fn row(u: &UnitReport, now: Timestamp, tz: &TimeZone) -> [(String, Paint); 9] {
     let state_paint = match u.state.as_str() {
         "active" => Paint::Good,
         "failed" => Paint::Bad,
@@ -170,9 +184,30 @@ fn row(u: &UnitReport, now: Timestamp, tz: &TimeZone) -> [(String, Paint); 8] {
         (u.since.map_or("-".into(), |t| ago(now, t)), Paint::Plain),
         (format!("{}/{}", u.attempts, u.max_attempts), Paint::Plain),
         (episode, episode_paint(u.episode)),
+        probe_cell(u.probe.as_ref(), now),
         (last, Paint::Plain),
         (until(now, u.next_check), Paint::Plain),
     ]
+}
+
+/// `ok`, `failing 2/3`, `down 3/3`, `grace 20s`, `-` (no probe), `waiting` (none run yet).
+fn probe_cell(p: Option<&ProbeReport>, now: Timestamp) -> (String, Paint) {
+    let Some(p) = p else {
+        return ("-".into(), Paint::Dim);
+    };
+    if p.down {
+        return (format!("down {}/{}", p.failures, p.of), Paint::Bad);
+    }
+    if let Some(g) = p.grace_until
+        && p.last.as_ref().is_none_or(|l| !l.ok)
+    {
+        return (format!("grace {}", until(now, g)), Paint::Warn);
+    }
+    match &p.last {
+        None => ("waiting".into(), Paint::Dim),
+        Some(l) if l.ok => (format!("ok {}ms", l.took_ms), Paint::Good),
+        Some(_) => (format!("failing {}/{}", p.failures, p.of), Paint::Warn),
+    }
 }
 
 fn episode_paint(e: EpisodeState) -> Paint {
@@ -184,7 +219,9 @@ fn episode_paint(e: EpisodeState) -> Paint {
     }
 }
 
-fn line<const N: usize>(
+/// One row of an aligned table: each cell but the last padded to its column's width and two
+/// spaces, painted when colour is on.
+pub(crate) fn line<const N: usize>(
     cells: [(String, Paint); N],
     widths: &[usize; N],
     colour: Colour,
@@ -245,6 +282,27 @@ pub fn detail(r: &StatusReport, u: &UnitReport, tz: &TimeZone) -> String {
             clean(a.action.as_deref().unwrap_or("-")),
             full(a.at, tz),
             clean(&a.text)
+        );
+    }
+    if let Some(p) = &u.probe {
+        let last = p.last.as_ref().map_or("not run yet".to_string(), |l| {
+            format!(
+                "{} {} ({}ms, {})",
+                if l.ok { "ok:" } else { "failed:" },
+                clean(&l.detail),
+                l.took_ms,
+                ago(now, l.at)
+            )
+        });
+        let _ = writeln!(
+            out,
+            "     Probe: {} · {last} · failures {}/{}{}",
+            clean(&p.check),
+            p.failures,
+            p.of,
+            p.grace_until
+                .map(|g| format!(" · grace {}", until(now, g)))
+                .unwrap_or_default()
         );
     }
     let _ = writeln!(out, "Next check: {}", until(now, u.next_check));
@@ -334,6 +392,7 @@ mod tests {
             episode,
             until: None,
             last_action: None,
+            probe: None,
             next_check: at(42),
             recent: Vec::new(),
         }

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
+use crate::config::RecoverySettings;
 use crate::policy::JobOutcome;
 use crate::systemd::{Systemd, SystemdError};
-use crate::unit::UnitName;
+use crate::unit::{JobResult, UnitName};
 
 /// How long a restart job may stay queued or running before we stop waiting for its
 /// `JobRemoved` and let the unit's state after `verify_after` decide.
@@ -70,5 +71,38 @@ async fn attempt(sd: &Systemd, unit: &UnitName, reset: Reset) -> JobOutcome {
     match tokio::time::timeout(JOB_WAIT, job.finished()).await {
         Ok(Some(result)) => JobOutcome::Ended(result),
         Ok(None) | Err(_) => JobOutcome::Lost,
+    }
+}
+
+/// Starts a recovery unit and waits for its job, bounded by its `recovery_timeout`: whether
+/// it ended well, and how, in words.
+pub async fn recover(sd: &Systemd, r: &RecoverySettings) -> (bool, String) {
+    let started = tokio::time::Instant::now();
+    let waited = tokio::time::timeout(r.timeout, async {
+        match sd.start(&r.unit).await {
+            Ok(job) => Ok(job.finished().await),
+            Err(e) => Err(e),
+        }
+    })
+    .await;
+    let took = crate::logging::format_duration(started.elapsed());
+    match waited {
+        Ok(Ok(Some(JobResult::Done))) => (true, format!("finished (done) after {took}")),
+        Ok(Ok(Some(result))) => (false, format!("ended {result} after {took}")),
+        Ok(Ok(None)) => (
+            false,
+            format!("lost sight of its job after {took} (the bus went away)"),
+        ),
+        Ok(Err(SystemdError::Refused { message, .. })) => {
+            (false, format!("could not be started: {message}"))
+        }
+        Ok(Err(e)) => (false, format!("could not be started: {e}")),
+        Err(_) => (
+            false,
+            format!(
+                "still running after recovery_timeout ({}); not waiting any longer",
+                crate::logging::format_duration(r.timeout)
+            ),
+        ),
     }
 }

@@ -5,7 +5,9 @@
 //! in order: D-Bus calls, state writes, log lines, alerts. [`Engine::wake_at`] says when the
 //! next timer is due. The shell (`monitor::Monitor`) owns the bus, the files and the tasks.
 
+mod host;
 mod operator;
+mod probes;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -48,6 +50,9 @@ pub struct Engine {
     started: Timestamp,
     /// The host's zone, for times in log lines and alerts.
     tz: TimeZone,
+    mode: Mode,
+    /// Resource checks and pre-flight checks.
+    host: host::Host,
     out: Vec<Action>,
 }
 
@@ -76,6 +81,8 @@ impl Engine {
             shutting_down: false,
             started: now.wall,
             tz: TimeZone::system(),
+            mode,
+            host: host::Host::default(),
             out: Vec::new(),
         };
         let Saved {
@@ -84,14 +91,14 @@ impl Engine {
         } = saved;
         for name in e.settings.exact_names() {
             let ep = episodes.remove(&name);
-            e.watch(name, ep);
+            e.watch(name, ep, now);
         }
         // Episodes of glob-matched units come back when the unit is seen again.
         for (name, ep) in episodes {
-            e.watch(name, Some(ep));
+            e.watch(name, Some(ep), now);
         }
         for (name, hold) in holds {
-            e.watch(name.clone(), None);
+            e.watch(name.clone(), None, now);
             if let Some(w) = e.units.get_mut(&name) {
                 w.machine.suspend();
                 w.hold = Some(Box::new(hold));
@@ -101,6 +108,7 @@ impl Engine {
             e.settle_by = Some(now.after(e.units.max_verify()));
         }
         e.refresh_window(now);
+        e.plan_preflight(now);
         let out = std::mem::take(&mut e.out);
         (e, out)
     }
@@ -119,6 +127,21 @@ impl Engine {
                 if now.at >= self.next_poll {
                     self.poll(now);
                 }
+                self.start_due_probes(now);
+                self.check_resources_if_due(now);
+                self.preflight_if_due(now);
+                self.finish_preflight(now);
+            }
+            Input::ResourcesRead(readings) => self.resources_read(readings, now),
+            Input::Probed { name, outcome } => self.probed(&name, outcome, now),
+            Input::RecoveryDone { name, ok, detail } => {
+                if let Some(w) = self.units.get_mut(&name) {
+                    let fx = w
+                        .machine
+                        .recovery_finished(&w.settings.policy, ok, detail, now);
+                    self.apply(&name, fx, now);
+                }
+                self.tick_all(now);
             }
             Input::Listed(listing) => self.listed(listing, now),
             Input::Polled { by_pattern } => self.polled(by_pattern, now),
@@ -132,13 +155,22 @@ impl Engine {
             }
             Input::JobDone { name, outcome } => {
                 if let Some(w) = self.units.get_mut(&name) {
+                    // A probe's verdict was about the unit before our restart.
+                    let mut probe_reset = false;
+                    if let (Some(ps), Some(p)) = (w.probe.as_deref_mut(), &w.settings.probe)
+                        && ps.down
+                    {
+                        ps.started(p.grace, now);
+                        probe_reset = true;
+                    }
                     let fx = w.machine.job_finished(&w.settings.policy, outcome, now);
                     self.apply(&name, fx, now);
-                    // A stop queued while our job was out is decided on now.
+                    // A stop queued while our job was out is decided on now, and so is a unit
+                    // whose probe verdict the restart cleared.
                     if let Some(obs) = self
                         .units
                         .get(&name)
-                        .filter(|w| w.foreign_job.is_some())
+                        .filter(|w| w.foreign_job.is_some() || probe_reset)
                         .and_then(|w| w.obs.clone())
                     {
                         self.observe(&name, obs, now);
@@ -189,6 +221,12 @@ impl Engine {
         }
         if let Some(t) = self.settings.calendar.next_transition(now.wall) {
             wake = wake.min(now.instant_of(t));
+        }
+        if let Some(at) = self.next_probe() {
+            wake = wake.min(at);
+        }
+        if let Some(at) = self.host_wake(now) {
+            wake = wake.min(at);
         }
         if let Some(settle_by) = self.settle_by
             && self.settling(now)
@@ -268,11 +306,11 @@ impl Engine {
         }
     }
 
-    fn watch(&mut self, name: UnitName, episode: Option<Episode>) -> bool {
+    fn watch(&mut self, name: UnitName, episode: Option<Episode>, now: &Now) -> bool {
         let Some(unit) = self.settings.unit_settings(&name) else {
             return false;
         };
-        self.units.watch(name, unit, episode)
+        self.units.watch(name, unit, episode, now)
     }
 
     fn unwatch(&mut self, name: &UnitName) {
@@ -364,6 +402,7 @@ impl Engine {
             self.unwatch(&name);
         }
         self.tick_all(now);
+        self.preflight_polled(now);
         if !self.ready {
             self.ready = true;
             self.out.push(Action::Ready);
@@ -395,7 +434,7 @@ impl Engine {
                 // being started has its start job queued already when it is announced.
                 return;
             }
-            if !self.watch(name.clone(), None) {
+            if !self.watch(name.clone(), None, now) {
                 return;
             }
             let mut line = Line::info("watching new unit").unit(&name);
@@ -419,17 +458,24 @@ impl Engine {
         let Some(w) = self.units.get_mut(name) else {
             return;
         };
-        let p = &w.settings.policy;
         let restart_inactive = w.settings.restarts_inactive();
-        let health = Health::of(&obs, restart_inactive);
+        if w.obs.as_ref().is_none_or(|o| o.active != obs.active) {
+            w.since = Some(now.wall);
+            if let (Some(ps), Some(p)) = (w.probe.as_deref_mut(), &w.settings.probe) {
+                if obs.active == ActiveState::Active {
+                    ps.started(p.grace, now);
+                } else {
+                    ps.stopped();
+                }
+            }
+        }
+        let health = probes::with_probe(Health::of(&obs, restart_inactive), w);
+        let p = &w.settings.policy;
         let mut fx = Vec::new();
         if let Some(n) = obs.n_restarts
             && w.obs.as_ref().and_then(|o| o.n_restarts) != Some(n)
         {
             fx.extend(w.machine.observe_restarts(p, n, now));
-        }
-        if w.obs.as_ref().is_none_or(|o| o.active != obs.active) {
-            w.since = Some(now.wall);
         }
         let before = w.obs.replace(obs);
         let was = before.as_ref().map(|o| Health::of(o, restart_inactive));
@@ -500,6 +546,8 @@ impl Engine {
             policy: &w.settings.policy,
             window: self.window.as_deref(),
             min_interval: None,
+            probe: probes::probe_error(w),
+            recovery: w.settings.recovery.as_ref().map(|r| &r.unit),
             wall: now.wall,
         };
         let told = narrate::overridden(&scene, &what, &self.tz);
@@ -576,7 +624,8 @@ impl Engine {
                 if Some(&obs) == w.obs.as_ref() {
                     return;
                 }
-                let health = Health::of(&obs, w.settings.restarts_inactive());
+                let health =
+                    probes::with_probe(Health::of(&obs, w.settings.restarts_inactive()), w);
                 let decides = w.hold.is_none() && w.foreign_job.is_none() && !self.shutting_down;
                 if decides && newly_down(w.machine.health(), health) {
                     w.unconfirmed = Some(Box::new(obs));
@@ -692,6 +741,8 @@ impl Engine {
             policy: &w.settings.policy,
             window: self.window.as_deref(),
             min_interval,
+            probe: probes::probe_error(w),
+            recovery: w.settings.recovery.as_ref().map(|r| &r.unit),
             wall: now.wall,
         };
         let told = narrate::narrate(&scene, &fx);
@@ -722,6 +773,19 @@ impl Engine {
                         unit: name.clone(),
                         reset,
                     });
+                }
+                Effect::Recover => {
+                    self.flush();
+                    if let Some(r) = self
+                        .units
+                        .get(name)
+                        .and_then(|w| w.settings.recovery.clone())
+                    {
+                        self.out.push(Action::Recover {
+                            unit: name.clone(),
+                            recovery: Box::new(r),
+                        });
+                    }
                 }
                 _ => {}
             }
@@ -791,11 +855,13 @@ impl Engine {
             }
         }
         for name in self.settings.exact_names() {
-            self.watch(name, None);
+            self.watch(name, None, now);
         }
         self.interval = self.settings.daemon.interval;
         self.window = None;
         self.refresh_window(now);
+        self.host.reloaded();
+        self.plan_preflight(now);
         self.dirty = true;
         self.flush();
         self.poll(now);

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::alert::Alerts;
@@ -44,6 +45,8 @@ pub use status::OnceReport;
 const POLL_BATCH: usize = 256;
 /// Bound on waiting for in-flight restart jobs at shutdown.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+/// Bound on one round of resource readings.
+const RESOURCE_WAIT: Duration = Duration::from_secs(30);
 const RECONNECT_FIRST: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(10);
 
@@ -99,6 +102,8 @@ struct Monitor {
     arrived: Option<Instant>,
     /// Names the manager would not list, each reported once.
     odd: std::collections::HashSet<UnitName>,
+    /// Work beside the loop that answers with an input: probes, recovery units, host checks.
+    checks: JoinSet<Input>,
 }
 
 /// One connection to the manager: calls go out on `sd`, news comes in on `signals`.
@@ -163,6 +168,7 @@ impl Monitor {
             backlog: VecDeque::new(),
             arrived: None,
             odd: Default::default(),
+            checks: JoinSet::new(),
         }
     }
 
@@ -326,6 +332,7 @@ impl Monitor {
                 None => Woken::Lost,
             },
             (name, outcome) = self.attempts.next() => Woken::Input(Input::JobDone { name, outcome }),
+            Some(Ok(input)) = self.checks.join_next(), if !self.checks.is_empty() => Woken::Input(input),
             cmd = outside => Woken::Outside(cmd),
             _ = tokio::time::sleep_until(wake) => Woken::Input(Input::Timer),
         }
@@ -438,6 +445,48 @@ impl Monitor {
                 }
                 Action::Restart { unit, reset } => {
                     self.attempts.start(sd, unit, reset);
+                    None
+                }
+                Action::Recover { unit, recovery } => {
+                    let sd = sd.clone();
+                    self.checks.spawn(async move {
+                        let (ok, detail) = attempts::recover(&sd, &recovery).await;
+                        Input::RecoveryDone {
+                            name: unit,
+                            ok,
+                            detail,
+                        }
+                    });
+                    None
+                }
+                Action::CheckResources(settings) => {
+                    self.checks.spawn(async move {
+                        let s = settings.clone();
+                        let read = tokio::task::spawn_blocking(move || crate::resources::read(&s));
+                        let readings = match tokio::time::timeout(RESOURCE_WAIT, read).await {
+                            Ok(Ok(readings)) => readings,
+                            // A file system that stopped answering (statvfs on a dead NFS
+                            // server) holds its thread, never the loop.
+                            _ => crate::resources::all_unreadable(
+                                &settings,
+                                &format!(
+                                    "no answer within {}s (a file system that stopped answering?)",
+                                    RESOURCE_WAIT.as_secs()
+                                ),
+                            ),
+                        };
+                        Input::ResourcesRead(readings)
+                    });
+                    None
+                }
+                Action::Probe { unit, probe } => {
+                    self.checks.spawn(async move {
+                        let outcome = crate::probe::run(&probe).await;
+                        Input::Probed {
+                            name: unit,
+                            outcome,
+                        }
+                    });
                     None
                 }
                 local => {

@@ -104,6 +104,10 @@ pub struct Scene<'a> {
     pub window: Option<&'a str>,
     /// The active window's `min_interval`, where it overrides `[email] min_interval`.
     pub min_interval: Option<Duration>,
+    /// The last error of the unit's health probe, when the probe is why it is down.
+    pub probe: Option<&'a str>,
+    /// The unit's `recovery_unit`, if it has one.
+    pub recovery: Option<&'a UnitName>,
     pub wall: Timestamp,
 }
 
@@ -123,8 +127,15 @@ pub fn diagnose(s: &Scene<'_>) -> Option<Diagnosis> {
     diagnosis::diagnose(s.unit, o.result.as_ref(), o.exec_main, None)
 }
 
-/// Tells the diagnosis in the line's message and in the event.
+/// Tells the diagnosis in the line's message and in the event: the probe's error when the
+/// probe is why the unit is down (systemd's view of an active unit explains nothing), else
+/// what systemd's `Result=` and exit status mean.
 fn explain(s: &Scene<'_>, line: &mut Line, ev: &mut Event) {
+    if let Some(err) = s.probe {
+        line.message = format!("{}; health probe: {err}", line.message);
+        ev.detail = format!("{}; health probe: {err}", ev.detail);
+        return;
+    }
     if let Some(d) = diagnose(s) {
         line.message = format!("{}. {d}", line.message);
         ev.diagnosis = Some(d);
@@ -174,6 +185,19 @@ fn tell(s: &Scene<'_>, effect: &Effect) -> Vec<Told> {
         }]
     };
     match effect {
+        Effect::Down if s.probe.is_some() => {
+            let failures = "its health probe failed too many times in a row";
+            let mut l =
+                line(Level::WARN, format!("unit is down: {failures}")).result("probe_failed");
+            l.sub = Some(sub.clone());
+            l.window = Some(s.window.unwrap_or("-").to_string());
+            let mut ev = event(
+                EventKind::ProbeFailed,
+                format!("{name} is {state} but {failures}"),
+            );
+            explain(s, &mut l, &mut ev);
+            with(l, ev)
+        }
         Effect::Down => {
             let mut l = line(Level::WARN, "unit is down".into());
             l.sub = Some(sub.clone());
@@ -282,6 +306,34 @@ fn tell(s: &Scene<'_>, effect: &Effect) -> Vec<Told> {
             let l = line(Level::INFO, "unit is active again".into()).result("recovered");
             let mut ev = event(EventKind::Recovered, format!("{name} is active again"));
             ev.next = "keep watching".into();
+            with(l, ev)
+        }
+        Effect::Recover => {
+            let fix = s.recovery.map_or("-".to_string(), |r| r.to_string());
+            let mut l = line(
+                Level::WARN,
+                format!("restarts alone have not helped; starting the recovery unit {fix}"),
+            )
+            .action("recovery");
+            l.dependency = s.recovery.cloned();
+            only(l)
+        }
+        Effect::RecoveryDone { ok, detail } => {
+            let fix = s.recovery.map_or("-".to_string(), |r| r.to_string());
+            let (level, result) = if *ok {
+                (Level::INFO, "done")
+            } else {
+                (Level::WARN, "failed")
+            };
+            let mut l = line(level, format!("recovery unit {fix}: {detail}"))
+                .action("recovery")
+                .result(result);
+            l.dependency = s.recovery.cloned();
+            let mut ev = event(
+                EventKind::Recovery,
+                format!("the recovery unit {fix} ran for {name}: {detail}"),
+            );
+            ev.next = "restart attempts go on after their backoff".into();
             with(l, ev)
         }
         Effect::EpisodeEnded => only(line(
@@ -529,6 +581,8 @@ mod tests {
                 policy: &self.policy,
                 window,
                 min_interval,
+                probe: None,
+                recovery: None,
                 wall: Timestamp::from_second(1_800_000_000).unwrap(),
             }
         }

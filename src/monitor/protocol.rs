@@ -4,8 +4,10 @@
 use super::attempts::Reset;
 use super::narrate::Line;
 use crate::alert::Event;
-use crate::config::Settings;
+use crate::config::{ProbeSettings, RecoverySettings, ResourceSettings, Settings};
 use crate::policy::JobOutcome;
+use crate::probe::ProbeOutcome;
+use crate::resources::Reading;
 use crate::state::Saved;
 use crate::systemd::{Signal, UnitPath, UnitStatus};
 use crate::unit::UnitName;
@@ -33,6 +35,19 @@ pub enum Input {
     Discovered(Vec<UnitStatus>),
     /// Our restart job for `name` ended.
     JobDone { name: UnitName, outcome: JobOutcome },
+    /// The recovery unit of `name` ([`Action::Recover`]) has finished, failed, or timed out.
+    RecoveryDone {
+        name: UnitName,
+        ok: bool,
+        detail: String,
+    },
+    /// The answer to [`Action::CheckResources`].
+    ResourcesRead(Vec<Reading>),
+    /// The probe of `name` ([`Action::Probe`]) has an answer.
+    Probed {
+        name: UnitName,
+        outcome: ProbeOutcome,
+    },
     /// A new, valid configuration.
     Reload(Box<Settings>),
     /// The configuration file was refused; the running one stays.
@@ -74,6 +89,21 @@ pub enum Action {
         unit: UnitName,
         reset: Reset,
     },
+    /// Run the health probe of `unit` once; answer with [`Input::Probed`]. It runs beside the
+    /// loop, bounded by its own timeout.
+    Probe {
+        unit: UnitName,
+        probe: Box<ProbeSettings>,
+    },
+    /// Start `unit`'s recovery unit and wait for its job (for a oneshot, its run), bounded by
+    /// its `recovery_timeout`; answer with [`Input::RecoveryDone`].
+    Recover {
+        unit: UnitName,
+        recovery: Box<RecoverySettings>,
+    },
+    /// Read the host's resources (blocking I/O, off the loop, bounded); answer with
+    /// [`Input::ResourcesRead`].
+    CheckResources(Box<ResourceSettings>),
     /// Write the episodes and holds to `state_dir`.
     Persist(Saved),
     // Boxed: most actions are small, and a turn at startup queues one per watched unit.

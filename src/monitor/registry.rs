@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use tokio::time::Instant;
 
 use crate::clock::Now;
 use crate::config::UnitSettings;
@@ -36,6 +37,64 @@ pub struct Watched {
     pub since: Option<Timestamp>,
     /// The unit's last lines, newest last, for `status UNIT`.
     history: Option<Box<History>>,
+    /// Its health probe, when it has one.
+    pub probe: Option<Box<ProbeState>>,
+}
+
+/// A unit's health probe: when it runs next, what it last said, its failures in a row.
+#[derive(Debug)]
+pub struct ProbeState {
+    /// When the next probe is due (while none is out).
+    pub next_at: Instant,
+    /// A probe is out: never two at once for one unit.
+    pub running: bool,
+    /// Failures in a row that count (outside `grace`).
+    pub failures: u32,
+    /// `failures` were reached: the unit counts as down until a probe passes or it (re)starts.
+    pub down: bool,
+    /// Failures before then do not count: the unit (re)started and may be warming up.
+    pub grace_until: Option<Instant>,
+    pub last: Option<ProbeResult>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProbeResult {
+    pub ok: bool,
+    pub detail: Box<str>,
+    pub at: Timestamp,
+    pub took: Duration,
+}
+
+impl ProbeState {
+    pub fn new(now: &Now) -> ProbeState {
+        ProbeState {
+            next_at: now.at,
+            running: false,
+            failures: 0,
+            down: false,
+            grace_until: None,
+            last: None,
+        }
+    }
+
+    /// The unit (re)started (or was first seen active): failures start over, and for `grace`
+    /// they do not count.
+    pub fn started(&mut self, grace: Duration, now: &Now) {
+        self.failures = 0;
+        self.down = false;
+        self.grace_until = Some(now.after(grace));
+    }
+
+    /// The unit is not active: nothing to probe, nothing counted.
+    pub fn stopped(&mut self) {
+        self.failures = 0;
+        self.down = false;
+        self.grace_until = None;
+    }
+
+    pub fn in_grace(&self, now: &Now) -> bool {
+        self.grace_until.is_some_and(|g| now.at < g)
+    }
 }
 
 #[derive(Default)]
@@ -92,6 +151,7 @@ impl Registry {
         name: UnitName,
         settings: Arc<UnitSettings>,
         episode: Option<Episode>,
+        now: &Now,
     ) -> bool {
         if self.units.contains_key(&name) {
             return false;
@@ -101,6 +161,10 @@ impl Registry {
             .seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
+        let probe = settings
+            .probe
+            .as_ref()
+            .map(|_| Box::new(ProbeState::new(now)));
         self.units.insert(
             name,
             Box::new(Watched {
@@ -113,6 +177,7 @@ impl Registry {
                 foreign_job: None,
                 since: None,
                 history: None,
+                probe,
             }),
         );
         true

@@ -154,7 +154,7 @@ mod tests {
         let mut add =
             |name: &str, active: ActiveState, sub: &str, load: LoadState, ep: Option<Episode>| {
                 let n = UnitName::parse(name).unwrap();
-                r.watch(n.clone(), settings(&n), ep);
+                r.watch(n.clone(), settings(&n), ep, &now);
                 let w = r.get_mut(&n).unwrap();
                 let o = Observation::new(load, active, SubState::new(sub));
                 let h = crate::policy::Health::of(&o, true);
@@ -181,6 +181,7 @@ mod tests {
             attempts: 3,
             gave_up: Some(now.wall),
             healthy_since: None,
+            recovery_ran: false,
         };
         add(
             "celery",

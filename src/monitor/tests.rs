@@ -60,6 +60,17 @@ struct Sim {
     /// The last state written, holds included.
     saved: Saved,
     polls: Vec<Duration>,
+    /// Units whose probes fail; the others pass.
+    probe_fails: BTreeMap<UnitName, String>,
+    /// Probes asked for, in order: (unit, when).
+    probes: Vec<(UnitName, Duration)>,
+    /// Probes not answered yet, when the test answers them itself.
+    held_probes: Option<Vec<UnitName>>,
+    /// Recovery units started, in order: (the unit they are for, when). Each run succeeds and
+    /// makes the unit's next restart start it.
+    recoveries: Vec<(UnitName, Duration)>,
+    /// What a resource check reads.
+    readings: Vec<crate::resources::Reading>,
 }
 
 fn name(s: &str) -> UnitName {
@@ -123,6 +134,11 @@ impl Sim {
             persisted: Vec::new(),
             saved: Saved::default(),
             polls: Vec::new(),
+            probe_fails: BTreeMap::new(),
+            probes: Vec::new(),
+            held_probes: None,
+            recoveries: Vec::new(),
+            readings: Vec::new(),
         };
         sim.carry(actions);
         sim.feed(Input::Connected);
@@ -183,6 +199,29 @@ impl Sim {
                     self.carry(more);
                 }
                 Action::Restart { unit, .. } => self.restart(unit),
+                Action::CheckResources(_) => {
+                    let readings = self.readings.clone();
+                    self.inbox.push_back(Input::ResourcesRead(readings));
+                }
+                Action::Recover { unit, recovery } => {
+                    self.recoveries.push((unit.clone(), self.elapsed()));
+                    self.on_restart.insert(unit.clone(), OnRestart::Starts);
+                    self.inbox.push_back(Input::RecoveryDone {
+                        name: unit,
+                        ok: true,
+                        detail: format!("{} finished (done)", recovery.unit),
+                    });
+                }
+                Action::Probe { unit, .. } => {
+                    self.probes.push((unit.clone(), self.elapsed()));
+                    match &mut self.held_probes {
+                        Some(held) => held.push(unit),
+                        None => {
+                            let input = self.probe_answer(unit);
+                            self.inbox.push_back(input);
+                        }
+                    }
+                }
                 Action::Persist(saved) => {
                     self.persisted.push(saved.episodes.clone());
                     self.saved = saved;
@@ -192,6 +231,34 @@ impl Sim {
                 Action::Subscribe | Action::Follow(..) | Action::Unwatch(_) | Action::Ready => {}
             }
         }
+    }
+
+    fn probe_answer(&self, unit: UnitName) -> Input {
+        let outcome = match self.probe_fails.get(&unit) {
+            Some(why) => crate::probe::ProbeOutcome {
+                ok: false,
+                detail: why.clone(),
+                took: Duration::from_millis(3),
+            },
+            None => crate::probe::ProbeOutcome {
+                ok: true,
+                detail: "HTTP 200 OK".into(),
+                took: Duration::from_millis(1),
+            },
+        };
+        Input::Probed {
+            name: unit,
+            outcome,
+        }
+    }
+
+    fn probes_of(&self, unit: &str) -> Vec<Duration> {
+        let n = name(unit);
+        self.probes
+            .iter()
+            .filter(|(u, _)| *u == n)
+            .map(|(_, at)| *at)
+            .collect()
     }
 
     fn row(&self, n: &UnitName) -> UnitStatus {
@@ -342,6 +409,8 @@ impl Sim {
 
 #[cfg(test)]
 mod operator;
+#[cfg(test)]
+mod probes;
 
 fn sub_of(a: ActiveState) -> &'static str {
     match a {
@@ -526,6 +595,7 @@ async fn a_restored_episode_continues_its_count_and_its_give_up() {
             attempts: 2,
             gave_up: None,
             healthy_since: None,
+            recovery_ran: false,
         },
     );
     saved.insert(
@@ -535,6 +605,7 @@ async fn a_restored_episode_continues_its_count_and_its_give_up() {
             attempts: 3,
             gave_up: Some(wall0),
             healthy_since: None,
+            recovery_ran: false,
         },
     );
     let mut sim = Sim::restored(

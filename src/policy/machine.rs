@@ -61,6 +61,14 @@ pub enum Effect {
     /// An attempt waits for a dependency; it does not count while it waits.
     WaitDependency(UnitName),
     Unloadable(LoadState),
+    /// `recovery_after` attempts have failed: start the recovery unit now (once per episode;
+    /// the episode was already updated: persist before acting).
+    Recover,
+    /// The recovery unit's run ended; the next attempt follows its backoff.
+    RecoveryDone {
+        ok: bool,
+        detail: String,
+    },
     /// Its main process died and systemd's own `Restart=` is bringing it back.
     Crashed {
         /// systemd's restart counter (`NRestarts`).
@@ -88,6 +96,10 @@ enum Phase {
     Verifying {
         attempt: u32,
         until: Instant,
+    },
+    /// The recovery unit runs after attempt `attempt` failed; the next attempt waits for it.
+    Recovering {
+        attempt: u32,
     },
 }
 
@@ -132,7 +144,7 @@ impl UnitMachine {
     /// dropped; a job already out finishes, and its outcome is only remembered.
     pub fn suspend(&mut self) {
         self.suspended = true;
-        if !matches!(self.phase, Phase::Running { .. }) {
+        if !self.owns_a_job() {
             self.phase = Phase::Idle;
         }
     }
@@ -141,7 +153,7 @@ impl UnitMachine {
     pub fn resume(&mut self) {
         self.suspended = false;
         self.last = None;
-        if !matches!(self.phase, Phase::Running { .. }) {
+        if !self.owns_a_job() {
             self.phase = Phase::Idle;
         }
     }
@@ -187,13 +199,24 @@ impl UnitMachine {
         matches!(self.phase, Phase::Running { .. })
     }
 
+    /// Whether the recovery unit runs (between `Recover` and `recovery_finished`).
+    pub fn recovering(&self) -> bool {
+        matches!(self.phase, Phase::Recovering { .. })
+    }
+
+    /// A job of ours is out, and its end will be reported whatever happens meanwhile.
+    fn owns_a_job(&self) -> bool {
+        matches!(self.phase, Phase::Running { .. } | Phase::Recovering { .. })
+    }
+
     /// The attempt in progress or planned, for status lines.
     pub fn current_attempt(&self) -> Option<u32> {
         match self.phase {
             Phase::Idle => None,
             Phase::Waiting { attempt, .. }
             | Phase::Running { attempt }
-            | Phase::Verifying { attempt, .. } => Some(attempt),
+            | Phase::Verifying { attempt, .. }
+            | Phase::Recovering { attempt } => Some(attempt),
         }
     }
 
@@ -212,7 +235,7 @@ impl UnitMachine {
                 blocked_on: None,
                 ..
             } => Some(*at),
-            Phase::Waiting { .. } | Phase::Running { .. } => None,
+            Phase::Waiting { .. } | Phase::Running { .. } | Phase::Recovering { .. } => None,
             Phase::Verifying { until, .. } => Some(*until),
             Phase::Idle => {
                 let ep = self.episode.as_ref()?;
@@ -233,7 +256,7 @@ impl UnitMachine {
         }
         match &self.phase {
             Phase::Waiting { at, .. } => *at <= now.at,
-            Phase::Running { .. } => false,
+            Phase::Running { .. } | Phase::Recovering { .. } => false,
             Phase::Verifying { until, .. } => *until <= now.at,
             Phase::Idle => self.next_deadline(p, now).is_some_and(|d| d <= now.at),
         }
@@ -255,7 +278,7 @@ impl UnitMachine {
         }
         match self.phase.clone() {
             // Our own job decides; observations meanwhile are only remembered.
-            Phase::Running { .. } => {}
+            Phase::Running { .. } | Phase::Recovering { .. } => {}
             Phase::Verifying { attempt, .. } => {
                 if h == Health::Down {
                     self.attempt_failed(p, attempt, "unit failed again".into(), now, &mut fx);
@@ -436,7 +459,9 @@ impl UnitMachine {
     ) -> Vec<Effect> {
         let mut fx = Vec::new();
         if self.suspended {
-            self.phase = Phase::Idle;
+            if self.job_running() {
+                self.phase = Phase::Idle;
+            }
             return fx;
         }
         if let Phase::Running { attempt } = self.phase {
@@ -454,6 +479,35 @@ impl UnitMachine {
                     self.attempt_failed(p, attempt, format!("refused ({why})"), now, &mut fx)
                 }
             }
+        }
+        fx
+    }
+
+    /// The recovery unit's run has ended (`detail` says how); the restarts go on.
+    pub fn recovery_finished(
+        &mut self,
+        p: &RestartPolicy,
+        ok: bool,
+        detail: String,
+        now: &Now,
+    ) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        let Phase::Recovering { attempt } = self.phase else {
+            return fx;
+        };
+        self.phase = Phase::Idle;
+        fx.push(Effect::RecoveryDone { ok, detail });
+        if self.suspended {
+            return fx;
+        }
+        match self.last {
+            Some(Health::Down) => self.schedule(p, attempt + 1, now, &mut fx),
+            Some(Health::Healthy) => {
+                // The repair brought it back by itself.
+                self.mark_healthy(now, &mut fx);
+                self.recovered(&mut fx);
+            }
+            _ => {}
         }
         fx
     }
@@ -497,8 +551,25 @@ impl UnitMachine {
         if done >= p.max_attempts {
             self.give_up(done, now, fx);
         } else {
-            self.schedule(p, done + 1, now, fx);
+            self.follow_up(p, done, now, fx);
         }
+    }
+
+    /// After `failed` attempts and before the next: the recovery unit, when its time has come
+    /// and it has not run in this episode, else the next attempt after its backoff.
+    fn follow_up(&mut self, p: &RestartPolicy, failed: u32, now: &Now, fx: &mut Vec<Effect>) {
+        if let Some(after) = p.recovery_after
+            && failed >= after
+            && let Some(ep) = self.episode.as_deref_mut()
+            && !ep.recovery_ran
+        {
+            ep.recovery_ran = true;
+            self.phase = Phase::Recovering { attempt: failed };
+            fx.push(Effect::Persist);
+            fx.push(Effect::Recover);
+            return;
+        }
+        self.schedule(p, failed + 1, now, fx);
     }
 
     fn attempt_failed(
@@ -518,7 +589,7 @@ impl UnitMachine {
         if attempt >= p.max_attempts {
             self.give_up(attempt, now, fx);
         } else if self.last == Some(Health::Down) {
-            self.schedule(p, attempt + 1, now, fx);
+            self.follow_up(p, attempt, now, fx);
         }
         // Otherwise (systemd is moving it, or it came back) the next observation decides.
     }
@@ -579,6 +650,7 @@ fn new_episode(now: &Now) -> Episode {
         attempts: 0,
         gave_up: None,
         healthy_since: None,
+        recovery_ran: false,
     }
 }
 
@@ -799,6 +871,7 @@ mod tests {
             attempts: 2,
             gave_up: None,
             healthy_since: None,
+            recovery_ran: false,
         };
         let mut m = UnitMachine::new(Some(ep.clone()), 1);
         let fx = m.observe(&p, Health::Down, &secs(&base, 100));
@@ -822,6 +895,7 @@ mod tests {
             attempts: 3,
             gave_up: Some(base.wall),
             healthy_since: None,
+            recovery_ran: false,
         };
         // unitwarden restarts 20 minutes after the give-up: 40 minutes remain.
         let later = secs(&base, 1200);

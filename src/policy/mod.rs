@@ -30,6 +30,8 @@ pub struct RestartPolicy {
     pub restart_inactive: bool,
     pub flap_restarts: u32,
     pub flap_window: Duration,
+    /// Failed attempts of an episode after which the unit's `recovery_unit` runs, once.
+    pub recovery_after: Option<u32>,
 }
 
 impl Default for RestartPolicy {
@@ -45,6 +47,7 @@ impl Default for RestartPolicy {
             restart_inactive: true,
             flap_restarts: 5,
             flap_window: Duration::from_secs(600),
+            recovery_after: None,
         }
     }
 }
@@ -127,6 +130,10 @@ pub struct Episode {
     pub gave_up: Option<Timestamp>,
     /// Since when the unit has been healthy without interruption, while the episode lasts.
     pub healthy_since: Option<Timestamp>,
+    /// The unit's `recovery_unit` was started in this episode (at most once per episode).
+    /// Defaults so that state written before it existed still loads.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recovery_ran: bool,
 }
 
 /// An operator's hand on a unit: while it lasts the unit is watched and reported, never
@@ -196,6 +203,7 @@ mod tests {
             restart_inactive: true,
             flap_restarts: 3,
             flap_window: Duration::from_secs(60),
+            recovery_after: None,
         }
     }
 

@@ -90,6 +90,7 @@ proptest! {
             attempts: attempts.min(max),
             gave_up: gave_up.then_some(now.wall),
             healthy_since: None,
+            recovery_ran: false,
         });
         let mut in_episode = episode.as_ref().map_or(0, |e| e.attempts);
         let mut m = UnitMachine::new(episode, seed);

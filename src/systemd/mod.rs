@@ -1,6 +1,7 @@
 //! The systemd manager over D-Bus: the only module that speaks zbus. Everything it hands out is
 //! typed (`UnitName`, `ActiveState`, `JobResult`, object paths), never raw bus values.
 
+mod inspect;
 mod jobs;
 mod path;
 mod signals;
@@ -13,6 +14,7 @@ use zbus::message::Flags;
 use zbus::{Connection, Message, ObjectPath, OwnedObjectPath};
 
 use crate::unit::{ActiveState, JobResult, LoadState, Observation, SubState, UnitName};
+pub use inspect::{AutoRestart, ServiceProps, UnitProps};
 pub use jobs::Jobs;
 pub use path::{JobPath, Router, UnitPath};
 pub use signals::{Signal, Signals, UnitUpdate};
@@ -245,6 +247,20 @@ impl Systemd {
         let call = self.jobs.call_out();
         let reply = self
             .manager_call("RestartUnit", &(name.as_str(), "replace"))
+            .await?;
+        let job: OwnedObjectPath = reply.body().deserialize()?;
+        let path = JobPath::from_bus(job.as_str());
+        let removed = self.jobs.claim(path);
+        drop(call);
+        Ok(Job { removed })
+    }
+
+    /// Queues `StartUnit(name, "replace")`: a recovery unit. For a oneshot the job ends when
+    /// its run does.
+    pub async fn start(&self, name: &UnitName) -> Result<Job> {
+        let call = self.jobs.call_out();
+        let reply = self
+            .manager_call("StartUnit", &(name.as_str(), "replace"))
             .await?;
         let job: OwnedObjectPath = reply.body().deserialize()?;
         let path = JobPath::from_bus(job.as_str());

@@ -395,6 +395,46 @@ impl<'a> Day<'a> {
                 self.engine.status_line(&now);
                 Vec::new()
             }
+            Action::CheckResources(settings) => {
+                let mut readings = unitwarden::resources::all_unreadable(&settings, "x\ny");
+                for r in &mut readings {
+                    if self.rng.percent(80) {
+                        r.value = Ok(self.rng.below(1001) as f64 / 1000.0);
+                    }
+                }
+                vec![Input::ResourcesRead(readings)]
+            }
+            Action::Recover { unit, .. } => {
+                let ok = self.rng.percent(60);
+                vec![Input::RecoveryDone {
+                    name: unit,
+                    ok,
+                    detail: if ok {
+                        "finished (done)"
+                    } else {
+                        "failed \u{7}"
+                    }
+                    .into(),
+                }]
+            }
+            Action::Probe { unit, probe } => {
+                let ok = self.rng.percent(70);
+                vec![Input::Probed {
+                    name: unit,
+                    outcome: unitwarden::probe::ProbeOutcome {
+                        ok,
+                        detail: if ok {
+                            "HTTP 200 OK"
+                        } else {
+                            "HTTP 500 \u{1b}[31m\nX"
+                        }
+                        .into(),
+                        took: probe
+                            .timeout
+                            .min(Duration::from_millis(self.rng.below(5000) as u64)),
+                    },
+                }]
+            }
             Action::Subscribe | Action::Follow(..) | Action::Unwatch(_) => Vec::new(),
         }
     }
@@ -1040,6 +1080,7 @@ fn saved_state(rng: &mut Rng, settings: &Settings, wall: Timestamp) -> Saved {
                     attempts: rng.pick(&[0, 1, 2, 3, 100, u32::MAX]),
                     gave_up: rng.percent(40).then(|| at(rng)),
                     healthy_since: rng.percent(40).then(|| at(rng)),
+                    recovery_ran: false,
                 },
             );
         }

@@ -9,6 +9,7 @@ mod support;
 
 mod control;
 mod deb;
+mod doctor;
 mod email;
 mod faults;
 mod files;

@@ -11,7 +11,8 @@ use super::Engine;
 use crate::clock::{Now, add};
 use crate::config;
 use crate::control::protocol::{
-    EpisodeState, RecentReport, Reply, Request, SCHEMA, StatusReport, UnitReport,
+    EpisodeState, ProbeAnswer, ProbeReport, RecentReport, Reply, Request, SCHEMA, StatusReport,
+    UnitReport,
 };
 use crate::monitor::narrate::{self, Override};
 use crate::monitor::protocol::Action;
@@ -228,12 +229,37 @@ impl Engine {
             } else {
                 Vec::new()
             },
+            probe: self.probe_report(w, now),
         }
+    }
+
+    fn probe_report(&self, w: &Watched, now: &Now) -> Option<ProbeReport> {
+        let (ps, p) = (w.probe.as_deref()?, w.settings.probe.as_ref()?);
+        Some(ProbeReport {
+            check: p.check.describe(),
+            last: ps.last.as_ref().map(|r| ProbeAnswer {
+                at: r.at,
+                ok: r.ok,
+                detail: r.detail.to_string(),
+                took_ms: u64::try_from(r.took.as_millis()).unwrap_or(u64::MAX),
+            }),
+            failures: ps.failures,
+            of: self
+                .settings
+                .calendar
+                .effective_failures(now.wall, p.failures)
+                .min(p.failures),
+            down: ps.down,
+            grace_until: ps
+                .grace_until
+                .filter(|_| ps.in_grace(now))
+                .map(|g| wall_of(now, g)),
+        })
     }
 }
 
 /// Where a unit stands, as `status` names it.
-fn episode_state(w: &Watched) -> EpisodeState {
+pub(super) fn episode_state(w: &Watched) -> EpisodeState {
     match w.hold.as_deref() {
         Some(Hold::Paused { .. }) => return EpisodeState::Paused,
         Some(Hold::OperatorStop { .. }) => return EpisodeState::StoppedByOperator,
@@ -242,6 +268,9 @@ fn episode_state(w: &Watched) -> EpisodeState {
     let m = &w.machine;
     if m.job_running() {
         return EpisodeState::Restarting;
+    }
+    if m.recovering() {
+        return EpisodeState::Recovering;
     }
     if m.waits_for_dependency() {
         return EpisodeState::WaitingForDependency;

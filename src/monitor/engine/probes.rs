@@ -1,0 +1,192 @@
+//! Health probes in the engine: when each unit's probe is due, what its answers mean. A unit
+//! whose probe has failed `failures` times in a row (outside `grace`) counts as down and goes
+//! through the same episode, backoff and cap as a unit that failed.
+
+use super::Engine;
+use crate::clock::Now;
+use crate::monitor::narrate::Line;
+use crate::monitor::protocol::Action;
+use crate::monitor::registry::{ProbeResult, Watched};
+use crate::policy::Health;
+use crate::probe::ProbeOutcome;
+use crate::unit::{ActiveState, UnitName};
+
+/// The most characters of a probe's answer kept for lines, alerts and `status`.
+const DETAIL_MAX: usize = 300;
+
+impl Engine {
+    /// Starts every probe that is due: one per unit at a time, only on active units nobody
+    /// holds and no attempt of ours is moving.
+    pub(super) fn start_due_probes(&mut self, now: &Now) {
+        if self.mode != super::Mode::Daemon || self.shutting_down {
+            return;
+        }
+        let mut due = Vec::new();
+        for (name, w) in self.units.iter() {
+            if let Some(ps) = w.probe.as_deref()
+                && probe_may_run(w)
+                && !ps.running
+                && ps.next_at <= now.at
+            {
+                due.push(name.clone());
+            }
+        }
+        for name in due {
+            self.start_probe(&name, now);
+        }
+    }
+
+    /// Sends `name`'s probe out now.
+    pub(super) fn start_probe(&mut self, name: &UnitName, now: &Now) {
+        let interval = self.interval;
+        let Some(w) = self.units.get_mut(name) else {
+            return;
+        };
+        let (Some(ps), Some(probe)) = (w.probe.as_deref_mut(), w.settings.probe.as_ref()) else {
+            return;
+        };
+        ps.running = true;
+        // From the start of this one: a slow probe delays its next, never piles up.
+        ps.next_at = now.after(interval);
+        let probe = Box::new(probe.clone());
+        self.out.push(Action::Probe {
+            unit: name.clone(),
+            probe,
+        });
+    }
+
+    /// When the next probe is due, if any unit may be probed.
+    pub(super) fn next_probe(&self) -> Option<tokio::time::Instant> {
+        if self.mode != super::Mode::Daemon || self.shutting_down {
+            return None;
+        }
+        self.units
+            .iter()
+            .filter(|(_, w)| probe_may_run(w))
+            .filter_map(|(_, w)| w.probe.as_deref())
+            .filter(|ps| !ps.running)
+            .map(|ps| ps.next_at)
+            .min()
+    }
+
+    /// A probe has answered.
+    pub(super) fn probed(&mut self, name: &UnitName, outcome: ProbeOutcome, now: &Now) {
+        let ok = outcome.ok;
+        let detail = crate::text::one_line(&outcome.detail).into_owned();
+        self.decide_probe(name, outcome, now);
+        self.preflight_probed(name, ok, &detail);
+        self.finish_preflight(now);
+    }
+
+    fn decide_probe(&mut self, name: &UnitName, outcome: ProbeOutcome, now: &Now) {
+        let limit_base = {
+            let Some(w) = self.units.get(name) else {
+                return;
+            };
+            let Some(p) = w.settings.probe.as_ref() else {
+                return;
+            };
+            p.failures
+        };
+        let limit = self
+            .settings
+            .calendar
+            .effective_failures(now.wall, limit_base)
+            .min(limit_base);
+        let Some(w) = self.units.get_mut(name) else {
+            return;
+        };
+        let may_count = probe_may_run(w);
+        let Some(ps) = w.probe.as_deref_mut() else {
+            return;
+        };
+        ps.running = false;
+        let detail: String = crate::text::one_line(&outcome.detail)
+            .chars()
+            .take(DETAIL_MAX)
+            .collect();
+        ps.last = Some(ProbeResult {
+            ok: outcome.ok,
+            detail: detail.clone().into(),
+            at: now.wall,
+            took: outcome.took,
+        });
+        if !may_count {
+            // The unit stopped, was paused or is being restarted meanwhile: the answer is
+            // about a unit that is gone.
+            return;
+        }
+        if outcome.ok {
+            let was_down = std::mem::take(&mut ps.down);
+            let failed = std::mem::take(&mut ps.failures);
+            if was_down || failed > 0 {
+                let line = Line::info(format!("health probe passes again: {detail}"))
+                    .unit(name)
+                    .result("probe_ok");
+                self.remember(name, &line, now);
+                self.log(line);
+            }
+            if was_down && let Some(obs) = self.units.get(name).and_then(|w| w.obs.clone()) {
+                self.observe(name, obs, now);
+                self.tick_all(now);
+            }
+            return;
+        }
+        if ps.in_grace(now) {
+            let line = Line::new(
+                tracing::Level::DEBUG,
+                format!("health probe failed within grace, not counted: {detail}"),
+            )
+            .unit(name);
+            self.log(line);
+            return;
+        }
+        if ps.down {
+            // Down already: the episode is under way, and each attempt starts the count over.
+            return;
+        }
+        ps.failures = ps.failures.saturating_add(1);
+        let count = ps.failures;
+        let reached = count >= limit;
+        if reached {
+            ps.down = true;
+        }
+        let line = Line::warn(format!("health probe failed ({count}/{limit}): {detail}"))
+            .unit(name)
+            .result("probe_failed");
+        self.remember(name, &line, now);
+        self.log(line);
+        if reached && let Some(obs) = self.units.get(name).and_then(|w| w.obs.clone()) {
+            self.observe(name, obs, now);
+            self.tick_all(now);
+        }
+    }
+}
+
+/// Whether `w`'s probe may run now: it is active, nobody holds it, and no attempt of ours is
+/// moving it.
+pub(super) fn probe_may_run(w: &Watched) -> bool {
+    w.hold.is_none()
+        && !w.machine.job_running()
+        && w.obs
+            .as_ref()
+            .is_some_and(|o| o.active == ActiveState::Active)
+}
+
+/// The unit's health with its probe's verdict: an active unit whose probe failed `failures`
+/// times in a row is down.
+pub(super) fn with_probe(health: Health, w: &Watched) -> Health {
+    match (health, w.probe.as_deref()) {
+        (Health::Healthy, Some(ps)) if ps.down => Health::Down,
+        (h, _) => h,
+    }
+}
+
+/// The last probe error of a unit that is down by its probe, for narration.
+pub(super) fn probe_error(w: &Watched) -> Option<&str> {
+    let ps = w.probe.as_deref()?;
+    if !ps.down {
+        return None;
+    }
+    ps.last.as_ref().filter(|r| !r.ok).map(|r| &*r.detail)
+}
