@@ -3,8 +3,8 @@
 //! report (each unit's state, episode and attempts). [`server`] serves them at `/metrics` in
 //! Prometheus's text format; encoding is prometheus-client's.
 //!
-//! The loop only adds to the counters here ([`Metrics::event`], [`Metrics::detected`],
-//! [`Metrics::probed`]): a scrape copies them under a lock that nothing holds across an
+//! The loop only adds to the counters here ([`Metrics::event`], [`Metrics::probed`],
+//! [`Metrics::resources`]): a scrape copies them under a lock that nothing holds across an
 //! `await`, and asks the loop for its status through the control socket's channel like
 //! `unitwarden status` does, so a scrape never reads the engine's state from aside.
 //!
@@ -37,6 +37,7 @@ use tokio::time::Instant;
 use crate::alert::{Event, EventKind};
 use crate::config::Settings;
 use crate::control::protocol::{EpisodeState, StatusReport};
+use crate::resources::{Reading, Resource};
 use crate::unit::{UnitName, UnitPattern};
 use crate::window::Calendar;
 
@@ -147,10 +148,20 @@ impl Metrics {
         }
     }
 
-    /// How full a host resource is (`disk:/var`, `memory`, `load`), 1.0 being its threshold's
-    /// scale: used / total for disk and memory, load per CPU for load.
-    pub fn resource(&self, resource: &str, ratio: f64) {
-        self.lock().resources.insert(resource.to_string(), ratio);
+    /// One round of host checks: how full each resource is (`disk:/var`, `memory`: used /
+    /// total; `load`: per CPU). One that could not be read has no value until it can be.
+    pub fn resources(&self, readings: &[Reading]) {
+        self.lock().resources = readings
+            .iter()
+            .filter_map(|r| {
+                let name = match &r.resource {
+                    Resource::Disk(path) => format!("disk:{}", crate::text::path(path)),
+                    Resource::Memory => "memory".to_string(),
+                    Resource::Load => "load".to_string(),
+                };
+                Some((name, *r.value.as_ref().ok()?))
+            })
+            .collect();
     }
 
     /// The text Prometheus reads: the loop's `status` and the counters.
@@ -285,7 +296,7 @@ struct Row {
     up: u64,
     attempts: u64,
     gave_up: u64,
-    states: BTreeMap<&'static str, u64>,
+    states: BTreeMap<String, u64>,
     counts: UnitTally,
 }
 
@@ -306,7 +317,7 @@ struct RowView {
     up: u64,
     attempts: u64,
     gave_up: u64,
-    states: Vec<(&'static str, u64)>,
+    states: Vec<(String, u64)>,
     restarted: u64,
     failed: u64,
     crashes: u64,
@@ -388,23 +399,12 @@ impl Scrape {
     }
 }
 
-/// `EpisodeState` as its JSON (and label) name: `gave_up`, `stopped_by_operator`.
-fn state_name(e: EpisodeState) -> &'static str {
-    use EpisodeState::*;
-    match e {
-        Healthy => "healthy",
-        Down => "down",
-        BackingOff => "backing_off",
-        WaitingForDependency => "waiting_for_dependency",
-        Restarting => "restarting",
-        Verifying => "verifying",
-        GaveUp => "gave_up",
-        Paused => "paused",
-        StoppedByOperator => "stopped_by_operator",
-        LeftToSystemd => "left_to_systemd",
-        NotLoaded => "not_loaded",
-        Stopped => "stopped",
-        Unknown => "unknown",
+/// `EpisodeState` as `status --json` names it (`gave_up`, `stopped_by_operator`): one name for
+/// a state wherever it is read, whatever states are added.
+fn state_name(e: EpisodeState) -> String {
+    match serde_json::to_value(e) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => "unknown".to_string(),
     }
 }
 
@@ -472,9 +472,9 @@ impl Collector for Scrape {
             "The unit's episode state as unitwarden status names it (healthy, down, backing_off, restarting, verifying, gave_up, paused, stopped_by_operator, ...); only the current one is present.",
             None,
             &mut rows().flat_map(|(l, r)| {
-                r.states
-                    .iter()
-                    .map(move |(s, n)| (vec![("unit", l.as_str()), ("state", *s)], *n as f64))
+                r.states.iter().map(move |(s, n)| {
+                    (vec![("unit", l.as_str()), ("state", s.as_str())], *n as f64)
+                })
             }),
         )?;
         counter(

@@ -460,6 +460,7 @@ impl Monitor {
                     None
                 }
                 Action::CheckResources(settings) => {
+                    let metrics = Arc::clone(&self.metrics);
                     self.checks.spawn(async move {
                         let s = settings.clone();
                         let read = tokio::task::spawn_blocking(move || crate::resources::read(&s));
@@ -475,13 +476,16 @@ impl Monitor {
                                 ),
                             ),
                         };
+                        metrics.resources(&readings);
                         Input::ResourcesRead(readings)
                     });
                     None
                 }
                 Action::Probe { unit, probe } => {
+                    let metrics = Arc::clone(&self.metrics);
                     self.checks.spawn(async move {
                         let outcome = crate::probe::run(&probe).await;
+                        metrics.probed(&unit, outcome.ok, outcome.took);
                         Input::Probed {
                             name: unit,
                             outcome,

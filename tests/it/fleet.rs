@@ -23,8 +23,8 @@ fn sleeper(mgr: &Manager, name: &str) {
 }
 
 /// A manager running `names` as sleepers and a daemon watching them, with `/metrics` on a free
-/// port; `extra` is more config.
-fn watching(names: &[&str], extra: &str) -> (Manager, PathBuf, Daemon, u16) {
+/// port; `extra` is more config before the units, `after` after them.
+fn watching(names: &[&str], extra: &str, after: &str) -> (Manager, PathBuf, Daemon, u16) {
     let mgr = Manager::start();
     let mut units = String::new();
     for n in names {
@@ -38,7 +38,7 @@ fn watching(names: &[&str], extra: &str) -> (Manager, PathBuf, Daemon, u16) {
     let port = free_port();
     let cfg = write_config(
         &mgr,
-        &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n{extra}{units}"),
+        &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n{extra}{units}{after}"),
     );
     let d = Daemon::spawn(&mgr, &cfg, &["run"]);
     d.wait_for_notify("READY=1", T, |m| m.contains("READY=1"));
@@ -109,6 +109,7 @@ fn a_real_prometheus_sees_a_killed_unit_go_down_and_its_restart_counted() {
         &["web", "db"],
         // Down for 3 s before the restart: a 1 s scrape sees it.
         "[restart]\nbackoff_initial = \"3s\"\nverify_after = \"1s\"\n",
+        "",
     );
     let prom = Prometheus::start(mgr.work_dir(), port);
     prom.wait_value("the target is up", "up{job=\"unitwarden\"}", 1.0, T);
@@ -165,21 +166,35 @@ fn a_real_prometheus_sees_a_killed_unit_go_down_and_its_restart_counted() {
 
 #[test]
 fn a_real_scrape_passes_promtool_and_tells_paused_and_stopped_units_apart() {
+    // A window from an hour ago to two hours ahead, in the host's time as the daemon reads it.
+    let hour = jiff::Timestamp::now()
+        .to_zoned_datetime(jiff::tz::TimeZone::system())
+        .hour();
+    let window = format!(
+        "[[window]]\nname = \"now\"\nstart = \"{:02}:00\"\nend = \"{:02}:00\"\ninterval = \"30s\"\n",
+        (hour + 23) % 24,
+        (hour + 2) % 24
+    );
     let (mgr, cfg, _d, port) = watching(
         &["web", "db", "cache"],
-        "[[window]]\nname = \"always\"\nstart = \"00:00\"\nend = \"23:59\"\ninterval = \"30s\"\n",
+        &format!("{window}[resources]\nresource_interval = \"1s\"\nload_max = 1000.0\n"),
+        // A probe that always fails, yet never often enough to count the unit down.
+        "[unit.probe]\nexec = [\"/bin/false\"]\nfailures = 1000\n",
     );
     cli_ok(&mgr, &cfg, &["pause", "web"]);
     mgr.systemctl_ok(&["stop", "db"]);
-    let text = wait_until("db stopped by operator in /metrics", T, || {
-        let text = get(port, "/metrics");
-        sample(
-            &text,
-            "unitwarden_unit_state{unit=\"db.service\",state=\"stopped_by_operator\"}",
-        )
-        .is_some()
-        .then_some(text)
-    });
+    let text = wait_until(
+        "db stopped, a probe run and the load in /metrics",
+        T,
+        || {
+            let text = get(port, "/metrics");
+            let seen = |series: &str| sample(&text, series).is_some();
+            (seen("unitwarden_unit_state{unit=\"db.service\",state=\"stopped_by_operator\"}")
+                && seen("unitwarden_probe_failures_total{unit=\"cache.service\"}")
+                && seen("unitwarden_resource_used_ratio{resource=\"load\"}"))
+            .then_some(text)
+        },
+    );
     eprintln!("--- /metrics ---\n{text}");
     let out = promtool(&["check", "metrics"], Some(&text));
     assert!(
@@ -195,7 +210,7 @@ fn a_real_scrape_passes_promtool_and_tells_paused_and_stopped_units_apart() {
     one("unitwarden_unit_state{unit=\"web.service\",state=\"paused\"}");
     one("unitwarden_unit_state{unit=\"cache.service\",state=\"healthy\"}");
     one("unitwarden_unit_up{unit=\"web.service\"}");
-    one("unitwarden_critical_window_active{window=\"always\"}");
+    one("unitwarden_critical_window_active{window=\"now\"}");
     one(&format!(
         "unitwarden_build_info{{version=\"{}\"}}",
         env!("CARGO_PKG_VERSION")
@@ -209,6 +224,26 @@ fn a_real_scrape_passes_promtool_and_tells_paused_and_stopped_units_apart() {
         Some(30.0)
     );
     assert_eq!(sample(&text, "unitwarden_units_watched"), Some(3.0));
+    let runs = sample(
+        &text,
+        "unitwarden_probe_duration_seconds_count{unit=\"cache.service\"}",
+    );
+    assert!(runs >= Some(1.0), "{runs:?}");
+    assert_eq!(
+        sample(
+            &text,
+            "unitwarden_probe_failures_total{unit=\"cache.service\"}"
+        ),
+        runs,
+        "every run of /bin/false fails"
+    );
+    assert!(
+        sample(
+            &text,
+            "unitwarden_probe_failures_total{unit=\"web.service\"}"
+        )
+        .is_none()
+    );
     // Only the current state of each unit is a series.
     let states = text
         .lines()
@@ -235,7 +270,7 @@ fn a_real_scrape_passes_promtool_and_tells_paused_and_stopped_units_apart() {
 
 #[test]
 fn the_shipped_dashboard_and_rules_name_only_metrics_a_real_scrape_has() {
-    let (_mgr, _cfg, _d, port) = watching(&["web"], "");
+    let (_mgr, _cfg, _d, port) = watching(&["web"], "", "");
     let have = families(&get(port, "/metrics"));
     // Prometheus's own series the rules use.
     let prometheus_own = ["up"];
@@ -335,6 +370,7 @@ fn scrapers_that_stall_flood_or_send_a_megabyte_do_not_delay_restarts() {
     let (mgr, cfg, d, port) = watching(
         &["web"],
         "[restart]\nbackoff_initial = \"0s\"\nverify_after = \"300ms\"\n",
+        "",
     );
     // Silent clients that keep every one of the 64 places busy until their 5 s are up.
     let silent: Vec<TcpStream> = (0..100)
