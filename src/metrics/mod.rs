@@ -11,8 +11,8 @@
 //! # Series per unit and the cap
 //! Every unit has `unit_up`, one `unit_state` (its current state only), `restarts_total` for
 //! the results `restarted` and `failed`, `episode_attempts`, `gave_up` and `crashes_total`:
-//! 7 series. A unit with a probe adds `probe_failures_total` and the 11 series of
-//! `probe_duration_seconds` (9 buckets, sum, count). Units named exactly in the config always
+//! 7 series. A unit with a probe adds `probe_failures_total` and the 12 series of
+//! `probe_duration_seconds` (10 buckets, sum, count). Units named exactly in the config always
 //! have series of their own. Units a glob picked up have their own for the first
 //! [`MAX_GLOB_UNITS`] of them (as they are first seen); the instances beyond that are summed
 //! into their glob's series, labelled with the pattern itself (`unit="celery@*.service"`), so

@@ -323,7 +323,7 @@ mod tests {
 
     #[test]
     fn the_head_ends_at_the_first_blank_line() {
-        assert_eq!(find_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody"), Some(22));
+        assert_eq!(find_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody"), Some(20));
         assert_eq!(find_end(b"GET / HTTP/1.1\n\n"), Some(14));
         assert_eq!(find_end(b"GET / HTTP/1.1\r\n"), None);
     }
