@@ -8,6 +8,7 @@
 # Knobs (environment):
 #   BENCH_METRICS_UNITS=1000  healthy units watched (instances of one template, named in the config)
 #   BENCH_SCRAPES=200         scrapes timed, one after the other
+#   BENCH_METRICS_OFF=0       1: no [metrics] section and no scrapes, for the RSS without them
 #   BENCH_BIN=PATH            unitwarden binary to measure (default: cargo build --release)
 #   BENCH_OUT=DIR             where the results go (default target/bench)
 #
@@ -21,6 +22,7 @@ SELF=$HERE/$(basename "${BASH_SOURCE[0]}")
 UNITS=${BENCH_METRICS_UNITS:-1000}
 SCRAPES=${BENCH_SCRAPES:-200}
 OUT=${BENCH_OUT:-$ROOT/target/bench}
+OFF=${BENCH_METRICS_OFF:-0}
 
 die() { echo "metrics-scrape.sh: $*" >&2; exit 1; }
 say() { echo "[bench $(date +%T)] $*" >&2; }
@@ -42,6 +44,7 @@ if [ "${1:-}" != --inner ]; then
     export BENCH_OUT=$(readlink -f "$OUT")
     rm -f "$BENCH_OUT/metrics-scrape.txt" "$BENCH_OUT/metrics-scrape.prom"
     set +e
+    export BENCH_METRICS_OFF=$OFF
     HARNESS_QUIET=1 "$ROOT/tests/harness/user-systemd.sh" -- bash "$SELF" --inner >/dev/null
     rc=$?
     set -e
@@ -68,10 +71,8 @@ log_dir = "$B/log"
 log_rotation = "never"
 state_dir = "$B/state"
 control_socket = "$B/control.sock"
-
-[metrics]
-listen = "127.0.0.1:$PORT"
 CFG
+    [ "$OFF" = 1 ] || printf '\n[metrics]\nlisten = "127.0.0.1:%s"\n' "$PORT"
     for i in $(seq 1 "$UNITS"); do printf '\n[[unit]]\nname = "bench-metric@%d.service"\n' "$i"; done
 } > "$B/unitwarden.toml"
 "$BENCH_BIN" check-config --config "$B/unitwarden.toml" >/dev/null || die "unitwarden rejects $B/unitwarden.toml"
@@ -93,9 +94,10 @@ say "starting unitwarden"
 systemctl --user start bench-watcher.service
 PID=$(systemctl --user show -p MainPID --value bench-watcher.service)
 
-python3 - "$PID" "$PORT" "$SCRAPES" "$UNITS" "$BENCH_OUT" <<'PY'
+python3 - "$PID" "$PORT" "$SCRAPES" "$UNITS" "$BENCH_OUT" "$OFF" <<'PY'
 import os, sys, time, urllib.request
 pid, port, scrapes, units, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+off = sys.argv[6] == "1"
 hz = os.sysconf("SC_CLK_TCK")
 def cpu():
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
@@ -112,6 +114,10 @@ def scrape():
         return r.read()
 time.sleep(5)  # let the first pass and its allocations settle
 before = mem()
+if off:
+    open(f"{out}/metrics-scrape.txt", "w").write(
+        f"units watched:            {units}\nRSS without [metrics]:    {before['VmRSS'] / 1024:.1f} MiB (peak {before['VmHWM'] / 1024:.1f} MiB)\n")
+    sys.exit(0)
 # the idle baseline: the same span without scrapes (the loop's own timers, no polls due)
 t0, c0 = time.monotonic(), cpu()
 body = scrape()

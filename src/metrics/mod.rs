@@ -68,6 +68,31 @@ pub struct SinkStats {
     pub waiting: usize,
 }
 
+/// One scrape, copied out of the loop's status and the counters, to be written one metric
+/// family at a time.
+pub struct Rendered(Arc<Scrape>);
+
+impl Rendered {
+    /// The text, in pieces of one family each (Prometheus's text format, 0.0.4).
+    pub fn families(&self) -> impl Iterator<Item = String> + '_ {
+        (0..FAMILIES).map(|family| {
+            let mut registry = Registry::default();
+            registry.register_collector(Box::new(Part {
+                scrape: Arc::clone(&self.0),
+                family,
+            }));
+            let mut text = String::new();
+            // Writing to a String cannot fail; an encoder error would be a bug in a label.
+            if let Err(e) =
+                prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)
+            {
+                tracing::error!("metrics: cannot encode: {e}");
+            }
+            text
+        })
+    }
+}
+
 /// The daemon's metrics; shared between the watch loop, which adds to them, and the server.
 pub struct Metrics {
     tally: Mutex<Tally>,
@@ -164,21 +189,11 @@ impl Metrics {
             .collect();
     }
 
-    /// The text Prometheus reads: the loop's `status` and the counters.
-    pub fn render(&self, status: &StatusReport, sinks: &[SinkStats]) -> String {
-        let scrape = {
-            let mut t = self.lock();
-            t.forget_unwatched(status);
-            Scrape::new(&mut t, status, sinks)
-        };
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(scrape));
-        let mut text = String::new();
-        // Writing to a String cannot fail; an encoder error would be a bug in a label.
-        if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut text, &registry) {
-            tracing::error!("metrics: cannot encode: {e}");
-        }
-        text
+    /// What Prometheus reads, from the loop's `status` and the counters.
+    pub fn render(&self, status: &StatusReport, sinks: &[SinkStats]) -> Rendered {
+        let mut t = self.lock();
+        t.forget_unwatched(status);
+        Rendered(Arc::new(Scrape::new(&mut t, status, sinks)))
     }
 
     fn listening(&self) -> watch::Receiver<Option<SocketAddr>> {
@@ -441,146 +456,218 @@ fn unit_label(label: &str) -> Vec<(&'static str, &str)> {
     vec![("unit", label)]
 }
 
-impl Collector for Scrape {
-    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let version: &Labels = &[("version", env!("CARGO_PKG_VERSION"))];
-        enc.encode_descriptor(
-            "unitwarden_build",
-            "The running unitwarden's version.",
-            None,
-            MetricType::Info,
-        )?
-        .encode_info(&version)?;
-        gauge(
-            &mut enc,
-            "unitwarden_units_watched",
-            "Units watched, each glob instance counted.",
-            None,
-            &mut std::iter::once((vec![], self.units as f64)),
-        )?;
+impl Scrape {
+    /// Family `i` of the [`FAMILIES`]: a scrape is written one family at a time, so the largest
+    /// piece in memory is one family of every unit, not the whole text.
+    fn family(&self, i: usize, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let rows = || self.rows.iter();
-        gauge(
-            &mut enc,
-            "unitwarden_unit_up",
-            "1 while the unit is active (for a glob's instances beyond the cap: how many are).",
-            None,
-            &mut rows().map(|(l, r)| (unit_label(l), r.up as f64)),
-        )?;
-        gauge(
-            &mut enc,
-            "unitwarden_unit_state",
-            "The unit's episode state as unitwarden status names it (healthy, down, backing_off, restarting, verifying, gave_up, paused, stopped_by_operator, ...); only the current one is present.",
-            None,
-            &mut rows().flat_map(|(l, r)| {
-                r.states.iter().map(move |(s, n)| {
-                    (vec![("unit", l.as_str()), ("state", s.as_str())], *n as f64)
-                })
-            }),
-        )?;
-        counter(
-            &mut enc,
-            "unitwarden_restarts",
-            "Restart attempts by unitwarden that ended, by result: restarted (verified) or failed.",
-            &mut rows().flat_map(|(l, r)| {
-                [("restarted", r.restarted), ("failed", r.failed)]
-                    .into_iter()
-                    .map(move |(res, n)| (vec![("unit", l.as_str()), ("result", res)], n))
-            }),
-        )?;
-        gauge(
-            &mut enc,
-            "unitwarden_episode_attempts",
-            "Restart attempts made in the unit's current episode.",
-            None,
-            &mut rows().map(|(l, r)| (unit_label(l), r.attempts as f64)),
-        )?;
-        gauge(
-            &mut enc,
-            "unitwarden_gave_up",
-            "1 while unitwarden has given up on the unit (max_attempts spent).",
-            None,
-            &mut rows().map(|(l, r)| (unit_label(l), r.gave_up as f64)),
-        )?;
-        counter(
-            &mut enc,
-            "unitwarden_crashes",
-            "Crashes that systemd's own Restart= healed (NRestarts rising).",
-            &mut rows().map(|(l, r)| (unit_label(l), r.crashes)),
-        )?;
-        let mut m = enc.encode_descriptor(
-            "unitwarden_probe_duration",
-            "How long the unit's health probe took.",
-            Some(&Unit::Seconds),
-            MetricType::Histogram,
-        )?;
-        for (l, r) in rows() {
-            if let Some((h, _)) = &r.probe {
-                m.encode_family(&unit_label(l))?
-                    .encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)?;
-            }
-        }
-        counter(
-            &mut enc,
-            "unitwarden_probe_failures",
-            "Health probe runs that failed.",
-            &mut rows().filter_map(|(l, r)| r.probe.as_ref().map(|(_, f)| (unit_label(l), *f))),
-        )?;
-        let mut m = enc.encode_descriptor(
-            "unitwarden_detection_latency",
-            "From a D-Bus signal's arrival to the decision that a unit is down or crashed.",
-            Some(&Unit::Seconds),
-            MetricType::Histogram,
-        )?;
-        let empty = HistView::from(&Hist::new(DETECTION_BUCKETS));
-        let h = self.detection.as_ref().unwrap_or(&empty);
-        m.encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)?;
-        gauge(
-            &mut enc,
-            "unitwarden_critical_window_active",
-            "1 while the critical window is active.",
-            None,
-            &mut self
-                .windows
-                .iter()
-                .map(|(w, on)| (vec![("window", w.as_str())], f64::from(u8::from(*on)))),
-        )?;
-        gauge(
-            &mut enc,
-            "unitwarden_check_interval",
-            "The poll interval in force (shorter in a critical window).",
-            Some(&Unit::Seconds),
-            &mut std::iter::once((vec![], self.interval)),
-        )?;
         let sinks = || self.sinks.iter();
-        counter(
-            &mut enc,
-            "unitwarden_alerts_sent",
-            "Alerts delivered, by sink: emails the SMTP server took, posts the Alertmanager took.",
-            &mut sinks().map(|s| (vec![("sink", s.sink)], s.sent)),
-        )?;
-        counter(
-            &mut enc,
-            "unitwarden_alerts_failed",
-            "Alert deliveries that failed (retried later) and alerts dropped, by sink.",
-            &mut sinks().map(|s| (vec![("sink", s.sink)], s.failed)),
-        )?;
-        gauge(
-            &mut enc,
-            "unitwarden_outbox_messages",
-            "Alerts waiting for delivery, by sink.",
-            None,
-            &mut sinks().map(|s| (vec![("sink", s.sink)], s.waiting as f64)),
-        )?;
-        gauge(
-            &mut enc,
-            "unitwarden_resource_used_ratio",
-            "How full a host resource is: used/total for disk:PATH and memory, the 1-minute load per CPU for load.",
-            None,
-            &mut self
-                .resources
-                .iter()
-                .map(|(r, v)| (vec![("resource", r.as_str())], *v)),
-        )?;
-        Ok(())
+        match i {
+            0 => {
+                let version: &Labels = &[("version", env!("CARGO_PKG_VERSION"))];
+                enc.encode_descriptor(
+                    "unitwarden_build",
+                    "The running unitwarden's version.",
+                    None,
+                    MetricType::Info,
+                )?
+                .encode_info(&version)?;
+                Ok(())
+            }
+            1 => {
+                gauge(
+                    &mut enc,
+                    "unitwarden_units_watched",
+                    "Units watched, each glob instance counted.",
+                    None,
+                    &mut std::iter::once((vec![], self.units as f64)),
+                )?;
+                Ok(())
+            }
+            2 => {
+                gauge(
+                    &mut enc,
+                    "unitwarden_unit_up",
+                    "1 while the unit is active (for a glob's instances beyond the cap: how many are).",
+                    None,
+                    &mut rows().map(|(l, r)| (unit_label(l), r.up as f64)),
+                )?;
+                Ok(())
+            }
+            3 => {
+                gauge(
+                    &mut enc,
+                    "unitwarden_unit_state",
+                    "The unit's episode state as unitwarden status names it (healthy, down, backing_off, restarting, verifying, gave_up, paused, stopped_by_operator, ...); only the current one is present.",
+                    None,
+                    &mut rows().flat_map(|(l, r)| {
+                        r.states.iter().map(move |(s, n)| {
+                            (vec![("unit", l.as_str()), ("state", s.as_str())], *n as f64)
+                        })
+                    }),
+                )?;
+                Ok(())
+            }
+            4 => {
+                counter(
+                    &mut enc,
+                    "unitwarden_restarts",
+                    "Restart attempts by unitwarden that ended, by result: restarted (verified) or failed.",
+                    &mut rows().flat_map(|(l, r)| {
+                        [("restarted", r.restarted), ("failed", r.failed)]
+                            .into_iter()
+                            .map(move |(res, n)| (vec![("unit", l.as_str()), ("result", res)], n))
+                    }),
+                )?;
+                Ok(())
+            }
+            5 => {
+                gauge(
+                    &mut enc,
+                    "unitwarden_episode_attempts",
+                    "Restart attempts made in the unit's current episode.",
+                    None,
+                    &mut rows().map(|(l, r)| (unit_label(l), r.attempts as f64)),
+                )?;
+                Ok(())
+            }
+            6 => {
+                gauge(
+                    &mut enc,
+                    "unitwarden_gave_up",
+                    "1 while unitwarden has given up on the unit (max_attempts spent).",
+                    None,
+                    &mut rows().map(|(l, r)| (unit_label(l), r.gave_up as f64)),
+                )?;
+                Ok(())
+            }
+            7 => {
+                counter(
+                    &mut enc,
+                    "unitwarden_crashes",
+                    "Crashes that systemd's own Restart= healed (NRestarts rising).",
+                    &mut rows().map(|(l, r)| (unit_label(l), r.crashes)),
+                )?;
+                Ok(())
+            }
+            8 => {
+                let mut m = enc.encode_descriptor(
+                    "unitwarden_probe_duration",
+                    "How long the unit's health probe took.",
+                    Some(&Unit::Seconds),
+                    MetricType::Histogram,
+                )?;
+                for (l, r) in rows() {
+                    if let Some((h, _)) = &r.probe {
+                        m.encode_family(&unit_label(l))?
+                            .encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)?;
+                    }
+                }
+                Ok(())
+            }
+            9 => {
+                counter(
+                    &mut enc,
+                    "unitwarden_probe_failures",
+                    "Health probe runs that failed.",
+                    &mut rows()
+                        .filter_map(|(l, r)| r.probe.as_ref().map(|(_, f)| (unit_label(l), *f))),
+                )?;
+                Ok(())
+            }
+            10 => {
+                let mut m = enc.encode_descriptor(
+                    "unitwarden_detection_latency",
+                    "From a D-Bus signal's arrival to the decision that a unit is down or crashed.",
+                    Some(&Unit::Seconds),
+                    MetricType::Histogram,
+                )?;
+                let empty = HistView::from(&Hist::new(DETECTION_BUCKETS));
+                let h = self.detection.as_ref().unwrap_or(&empty);
+                m.encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)?;
+                Ok(())
+            }
+            11 => {
+                gauge(
+                    &mut enc,
+                    "unitwarden_critical_window_active",
+                    "1 while the critical window is active.",
+                    None,
+                    &mut self
+                        .windows
+                        .iter()
+                        .map(|(w, on)| (vec![("window", w.as_str())], f64::from(u8::from(*on)))),
+                )?;
+                Ok(())
+            }
+            12 => {
+                gauge(
+                    &mut enc,
+                    "unitwarden_check_interval",
+                    "The poll interval in force (shorter in a critical window).",
+                    Some(&Unit::Seconds),
+                    &mut std::iter::once((vec![], self.interval)),
+                )?;
+                Ok(())
+            }
+            13 => {
+                counter(
+                    &mut enc,
+                    "unitwarden_alerts_sent",
+                    "Alerts delivered, by sink: emails the SMTP server took, posts the Alertmanager took.",
+                    &mut sinks().map(|s| (vec![("sink", s.sink)], s.sent)),
+                )?;
+                Ok(())
+            }
+            14 => {
+                counter(
+                    &mut enc,
+                    "unitwarden_alerts_failed",
+                    "Alert deliveries that failed (retried later) and alerts dropped, by sink.",
+                    &mut sinks().map(|s| (vec![("sink", s.sink)], s.failed)),
+                )?;
+                Ok(())
+            }
+            15 => {
+                gauge(
+                    &mut enc,
+                    "unitwarden_outbox_messages",
+                    "Alerts waiting for delivery, by sink.",
+                    None,
+                    &mut sinks().map(|s| (vec![("sink", s.sink)], s.waiting as f64)),
+                )?;
+                Ok(())
+            }
+            16 => {
+                gauge(
+                    &mut enc,
+                    "unitwarden_resource_used_ratio",
+                    "How full a host resource is: used/total for disk:PATH and memory, the 1-minute load per CPU for load.",
+                    None,
+                    &mut self
+                        .resources
+                        .iter()
+                        .map(|(r, v)| (vec![("resource", r.as_str())], *v)),
+                )?;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// How many metric families a scrape has.
+const FAMILIES: usize = 17;
+
+/// One family of a scrape, as prometheus-client's collector.
+#[derive(Debug)]
+struct Part {
+    scrape: Arc<Scrape>,
+    family: usize,
+}
+
+impl Collector for Part {
+    fn encode(&self, enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.scrape.family(self.family, enc)
     }
 }

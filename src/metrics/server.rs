@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use super::Metrics;
+use super::{Metrics, Rendered};
 use crate::alert::Alerts;
 use crate::control::protocol::Request;
 use crate::control::server::Ask;
@@ -119,7 +119,14 @@ async fn accept(
 struct Response {
     status: &'static str,
     content_type: &'static str,
-    body: String,
+    body: Body,
+}
+
+enum Body {
+    Text(String),
+    /// Written one family at a time and ended by closing the connection, so a scrape of
+    /// thousands of units is never held whole in memory.
+    Metrics(Rendered),
 }
 
 impl Response {
@@ -127,7 +134,7 @@ impl Response {
         Response {
             status,
             content_type: "text/plain; charset=utf-8",
-            body: body.into(),
+            body: Body::Text(body.into()),
         }
     }
 }
@@ -155,17 +162,30 @@ async fn serve_one(
             head_only,
         ),
     };
-    let mut out = format!(
-        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        response.status,
-        response.content_type,
-        response.body.len()
-    )
-    .into_bytes();
-    if !head_only {
-        out.extend_from_slice(response.body.as_bytes());
-    }
-    tokio::time::timeout(CLIENT_DEADLINE, stream.write_all(&out))
+    let length = match &response.body {
+        Body::Text(t) => format!("Content-Length: {}\r\n", t.len()),
+        Body::Metrics(_) => String::new(),
+    };
+    let head = format!(
+        "HTTP/1.1 {}\r\nContent-Type: {}\r\n{length}Connection: close\r\n\r\n",
+        response.status, response.content_type,
+    );
+    let write = async {
+        stream.write_all(head.as_bytes()).await?;
+        if head_only {
+            return Ok(());
+        }
+        match &response.body {
+            Body::Text(t) => stream.write_all(t.as_bytes()).await,
+            Body::Metrics(m) => {
+                for family in m.families() {
+                    stream.write_all(family.as_bytes()).await?;
+                }
+                Ok(())
+            }
+        }
+    };
+    tokio::time::timeout(CLIENT_DEADLINE, write)
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client does not read"))??;
     let _ = stream.shutdown().await;
@@ -283,7 +303,7 @@ async fn scrape(metrics: &Metrics, asks: &mpsc::Sender<Ask>, alerts: &Alerts) ->
     Response {
         status: "200 OK",
         content_type: prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
-        body: metrics.render(&status, &alerts.sink_stats()),
+        body: Body::Metrics(metrics.render(&status, &alerts.sink_stats())),
     }
 }
 
