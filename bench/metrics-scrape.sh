@@ -8,7 +8,8 @@
 # Knobs (environment):
 #   BENCH_METRICS_UNITS=1000  healthy units watched (instances of one template, named in the config)
 #   BENCH_SCRAPES=200         scrapes timed, one after the other
-#   BENCH_METRICS_OFF=0       1: no [metrics] section and no scrapes, for the RSS without them
+#   BENCH_METRICS_OFF=0       1: no [metrics] section; as many `unitwarden status --json` as
+#                             scrapes instead, for the RSS without metrics and with status alone
 #   BENCH_BIN=PATH            unitwarden binary to measure (default: cargo build --release)
 #   BENCH_OUT=DIR             where the results go (default target/bench)
 #
@@ -94,7 +95,7 @@ say "starting unitwarden"
 systemctl --user start bench-watcher.service
 PID=$(systemctl --user show -p MainPID --value bench-watcher.service)
 
-python3 - "$PID" "$PORT" "$SCRAPES" "$UNITS" "$BENCH_OUT" "$OFF" <<'PY'
+BENCH_CONFIG=$B/unitwarden.toml python3 - "$PID" "$PORT" "$SCRAPES" "$UNITS" "$BENCH_OUT" "$OFF" <<'PY'
 import os, sys, time, urllib.request
 pid, port, scrapes, units, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 off = sys.argv[6] == "1"
@@ -115,8 +116,17 @@ def scrape():
 time.sleep(5)  # let the first pass and its allocations settle
 before = mem()
 if off:
+    # The same number of `unitwarden status --json` instead, for what a status report of this
+    # many units costs the daemon by itself.
+    import subprocess
+    for _ in range(scrapes):
+        subprocess.run([os.environ["BENCH_BIN"], "status", "--json", "--config", os.environ["BENCH_CONFIG"]],
+                       stdout=subprocess.DEVNULL, check=True)
+    after = mem()
     open(f"{out}/metrics-scrape.txt", "w").write(
-        f"units watched:            {units}\nRSS without [metrics]:    {before['VmRSS'] / 1024:.1f} MiB (peak {before['VmHWM'] / 1024:.1f} MiB)\n")
+        f"units watched:            {units}\n"
+        f"RSS without [metrics]:    {before['VmRSS'] / 1024:.1f} MiB\n"
+        f"RSS after {scrapes} status --json: {after['VmRSS'] / 1024:.1f} MiB (peak {after['VmHWM'] / 1024:.1f} MiB)\n")
     sys.exit(0)
 # the idle baseline: the same span without scrapes (the loop's own timers, no polls due)
 t0, c0 = time.monotonic(), cpu()
