@@ -8,7 +8,8 @@
 # mount namespaces, with stand-in services for nginx, gunicorn, daphne, celery
 # and celerybeat (`sleep infinity`), and runs unitwarden in it as a
 # Type=notify service, the way it runs on a real host.  It then kills gunicorn
-# with SIGKILL and shows unitwarden bringing it back.  Everything is torn down
+# with SIGKILL and shows unitwarden bringing it back, and makes daphne's health
+# probe fail until its recovery unit (a repair oneshot) has run.  Everything is torn down
 # at the end; nothing on the host is touched apart from the temp dir.
 #
 # Needs root (namespaces and a private cgroup), systemd and dbus-daemon
@@ -16,6 +17,7 @@
 set -euo pipefail
 
 RESTART_DEADLINE=20   # seconds to see gunicorn restarted before the demo fails
+PROBE_DEADLINE=45     # seconds for daphne's failing probe, its repair and restart
 ACTIVE_DEADLINE=15    # seconds for unitwarden.service to become active (READY=1)
 STANDINS=(nginx gunicorn daphne celery celerybeat)
 
@@ -127,6 +129,20 @@ inner() {
     "$BIN" resume nginx --config "$CONFIG" | sed 's/^/  /' || fail "unitwarden resume failed"
     sc start celery || fail "could not start celery"
 
+    heading "daphne's health check starts failing   (a probe and a recovery unit)"
+    say "  daphne.service stays active, but its exec probe (test -e $DEMO_DIR/daphne-ok) now fails;"
+    say "  in demo-window one failed probe is enough (failures = 1). Restarting alone will not fix it:"
+    say "  daphne-repair.service (a oneshot that puts the file back) runs after the first attempt."
+    rm -f "$DEMO_DIR/daphne-ok"
+    t0=$(now_ms)
+    until grep -q 'unit=daphne.service.*attempt=2/3 result=restarted' "$LOG" 2>/dev/null; do
+        [ $(( $(now_ms) - t0 )) -gt $(( PROBE_DEADLINE * 1000 )) ] &&
+            fail "unitwarden did not probe, repair and restart daphne within ${PROBE_DEADLINE}s"
+        sleep 0.1
+    done
+    grep 'unit=daphne.service' "$LOG" | grep -v 'watching' | sed 's/^/  /'
+    say "  daphne-repair.service ran $(wc -l < "$DEMO_DIR/repair-runs") time(s)"
+
     heading "unitwarden windows --next 2"
     "$BIN" windows --next 2 --config "$CONFIG" | sed 's/^/  /' || fail "unitwarden windows failed"
 
@@ -231,6 +247,18 @@ ExecStart=/bin/sleep infinity
 EOF
 done
 
+# daphne's repair: what a site's backend-restart.service does, here putting back the file
+# daphne's health check looks for.
+cat > "$DEMO_DIR/units/daphne-repair.service" <<EOF
+[Unit]
+Description=Repair for the daphne stand-in (a site's repair script)
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c 'touch $DEMO_DIR/daphne-ok; echo ran >> $DEMO_DIR/repair-runs'
+EOF
+touch "$DEMO_DIR/daphne-ok"
+
 # unitwarden itself, inside the private manager, as on a real host
 # (systemd/unitwarden.service), but watching the user manager's units.
 cat > "$DEMO_DIR/units/unitwarden.service" <<EOF
@@ -270,8 +298,17 @@ name = "demo-window"
 start = "$WIN_START"
 end = "$WIN_END"
 interval = "5s"
+failures = 1                # while it lasts, one failed probe makes a unit down
 
-$(for u in "${STANDINS[@]}"; do printf '[[unit]]\nname = "%s"\n\n' "$u"; done)
+$(for u in nginx gunicorn celery celerybeat; do printf '[[unit]]\nname = "%s"\n\n' "$u"; done)
+[[unit]]
+name = "daphne"
+recovery_unit = "daphne-repair"   # runs once per episode, after the first failed attempt
+[unit.probe]
+exec = ["/bin/test", "-e", "$DEMO_DIR/daphne-ok"]   # on a real host: http = "http://127.0.0.1:8001/health/"
+failures = 2
+grace = "1s"
+timeout = "2s"
 EOF
 
 # --- run ---------------------------------------------------------------------------

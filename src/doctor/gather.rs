@@ -24,6 +24,13 @@ pub async fn gather(settings: &Settings) -> Result<Facts, SystemdError> {
         .as_deref()
         .and_then(super::major_version)
         .is_some_and(|v| v < RESTART_STEPS_SINCE);
+    // Every probe once, side by side, while the units are read.
+    let mut probes = tokio::task::JoinSet::new();
+    for (i, unit) in settings.units.iter().enumerate() {
+        if let Some(p) = unit.probe.clone() {
+            probes.spawn(async move { (i, crate::probe::run(&p).await) });
+        }
+    }
     let mut entries = Vec::with_capacity(settings.units.len());
     for unit in &settings.units {
         let names = match &unit.pattern {
@@ -46,7 +53,14 @@ pub async fn gather(settings: &Settings) -> Result<Facts, SystemdError> {
             };
             units.push(UnitFacts { name, read, files });
         }
-        entries.push(EntryFacts { units });
+        entries.push(EntryFacts { units, probe: None });
+    }
+    while let Some(done) = probes.join_next().await {
+        if let Ok((i, answer)) = done
+            && let Some(entry) = entries.get_mut(i)
+        {
+            entry.probe = Some(answer);
+        }
     }
     let mut recovery = BTreeMap::new();
     for r in settings.units.iter().filter_map(|u| u.recovery.as_ref()) {

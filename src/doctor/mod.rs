@@ -69,6 +69,7 @@ pub enum Code {
     SystemdTooOld,
     PolkitRule,
     RecoveryUnitMissing,
+    ProbeFails,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -117,6 +118,8 @@ pub struct Facts {
 pub struct EntryFacts {
     /// The configured unit, or each loaded instance of a glob (none: nothing matches now).
     pub units: Vec<UnitFacts>,
+    /// Its health probe's answer, run once now.
+    pub probe: Option<crate::probe::ProbeOutcome>,
 }
 
 /// One unit as read, or why it could not be.
@@ -222,6 +225,21 @@ fn judge_entry(
     }
     for unit in &entry.units {
         judge_unit(unit, version, out);
+    }
+    if let (Some(p), Some(answer)) = (&settings.probe, &entry.probe)
+        && !answer.ok
+    {
+        out.push(Finding {
+            unit: Some(settings.pattern.as_str().to_string()),
+            severity: Severity::Warning,
+            code: Code::ProbeFails,
+            what: format!(
+                "its health probe ({}) fails now: {}",
+                p.check.describe(),
+                answer.detail
+            ),
+            fix: "check the service, and that the probe's address, port or command is right".into(),
+        });
     }
 }
 

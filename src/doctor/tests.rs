@@ -84,6 +84,7 @@ fn one(n: &str, props: UnitProps, version: &str) -> Report {
     let facts = Facts {
         version: Some(version.into()),
         entries: vec![EntryFacts {
+            probe: None,
             units: vec![unit(n, props)],
         }],
         ..Facts::default()
@@ -150,6 +151,7 @@ fn units_systemd_cannot_load_are_warnings() {
 fn a_unit_the_manager_refuses_to_show_is_a_warning() {
     let facts = Facts {
         entries: vec![EntryFacts {
+            probe: None,
             units: vec![UnitFacts {
                 name: name("web"),
                 read: Err("org.freedesktop.DBus.Error.AccessDenied: no".into()),
@@ -384,6 +386,7 @@ fn systemd_older_than_235_cannot_tell_crashes() {
     let mut facts = Facts {
         version: Some("unknown".into()),
         entries: vec![EntryFacts {
+            probe: None,
             units: vec![unit("web", healthy())],
         }],
         ..Facts::default()
@@ -452,6 +455,7 @@ fn restart_delay_settings_on_a_systemd_that_ignores_them_are_a_warning() {
     let facts = |version: &str, text: &str| Facts {
         version: Some(version.into()),
         entries: vec![EntryFacts {
+            probe: None,
             units: vec![UnitFacts {
                 files: vec![file(text)],
                 ..unit("web", healthy())
@@ -499,6 +503,7 @@ fn a_glob_with_no_loaded_instance_is_a_note() {
     bad.load = LoadState::Masked;
     let facts = Facts {
         entries: vec![EntryFacts {
+            probe: None,
             units: vec![unit("celery@a", healthy()), unit("celery@b", bad)],
         }],
         ..Facts::default()
@@ -516,9 +521,11 @@ fn a_unit_configured_twice_is_told_and_counted_once() {
     let facts = Facts {
         entries: vec![
             EntryFacts {
+                probe: None,
                 units: vec![unit("celery@a", p.clone())],
             },
             EntryFacts {
+                probe: None,
                 units: vec![unit("celery@a", p)],
             },
         ],
@@ -546,6 +553,7 @@ fn a_recovery_unit_that_does_not_exist_is_a_warning_once() {
         entries: ["api", "worker", "web"]
             .iter()
             .map(|n| EntryFacts {
+                probe: None,
                 units: vec![unit(n, healthy())],
             })
             .collect(),
@@ -658,9 +666,11 @@ fn sample() -> Report {
         version: Some("252".into()),
         entries: vec![
             EntryFacts {
+                probe: None,
                 units: vec![unit("web", p)],
             },
             EntryFacts {
+                probe: None,
                 units: vec![unit("ghost", ghost)],
             },
         ],
@@ -714,4 +724,35 @@ fn the_json_document_has_schema_1() {
     let none = json(&judge(&[], &polkit(Ok(Vec::new()), "u"))).unwrap();
     let v: serde_json::Value = serde_json::from_str(&none).unwrap();
     assert_eq!(v["findings"][0]["unit"], serde_json::Value::Null);
+}
+
+#[test]
+fn a_probe_that_fails_now_is_a_warning() {
+    let mut settings = Arc::try_unwrap(entry("web")).unwrap();
+    settings.probe = Some(crate::config::ProbeSettings {
+        check: crate::config::ProbeCheck::Tcp("127.0.0.1:1".into()),
+        timeout: Duration::from_secs(1),
+        failures: 3,
+        grace: Duration::from_secs(30),
+    });
+    let facts = Facts {
+        version: Some("257.9-1".into()),
+        entries: vec![EntryFacts {
+            units: vec![unit("web", healthy())],
+            probe: Some(crate::probe::ProbeOutcome {
+                ok: false,
+                detail: "connect to 127.0.0.1:1: connection refused".into(),
+                took: Duration::from_millis(1),
+            }),
+        }],
+        ..Facts::default()
+    };
+    let r = judge(&[Arc::new(settings)], &facts);
+    assert_eq!(codes(&r), vec![(Code::ProbeFails, Severity::Warning)]);
+    assert!(
+        r.findings[0].what.contains("tcp 127.0.0.1:1"),
+        "{}",
+        r.findings[0].what
+    );
+    assert!(r.findings[0].what.contains("connection refused"));
 }

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::attempts::Reset;
 use super::narrate::{self, Line, Override, Scene};
 pub use super::protocol::{Action, Input, Listing, Mode};
-use super::registry::{Recent, Registry};
+use super::registry::{ProbeState, Recent, Registry};
 use super::status::{self, OnceReport, Schedule};
 use crate::alert::EventKind;
 use crate::clock::Now;
@@ -845,6 +845,12 @@ impl Engine {
             match self.settings.unit_settings(&name) {
                 Some(unit) => {
                     if let Some(w) = self.units.get_mut(&name) {
+                        // A probe added or taken away; one that stays keeps its count.
+                        match (&unit.probe, w.probe.is_some()) {
+                            (None, true) => w.probe = None,
+                            (Some(_), false) => w.probe = Some(Box::new(ProbeState::new(now))),
+                            _ => {}
+                        }
                         w.settings = unit;
                     }
                 }

@@ -310,12 +310,11 @@ fn tell(s: &Scene<'_>, effect: &Effect) -> Vec<Told> {
         }
         Effect::Recover => {
             let fix = s.recovery.map_or("-".to_string(), |r| r.to_string());
-            let mut l = line(
+            let l = line(
                 Level::WARN,
                 format!("restarts alone have not helped; starting the recovery unit {fix}"),
             )
             .action("recovery");
-            l.dependency = s.recovery.cloned();
             only(l)
         }
         Effect::RecoveryDone { ok, detail } => {
@@ -325,10 +324,9 @@ fn tell(s: &Scene<'_>, effect: &Effect) -> Vec<Told> {
             } else {
                 (Level::WARN, "failed")
             };
-            let mut l = line(level, format!("recovery unit {fix}: {detail}"))
+            let l = line(level, format!("recovery unit {fix}: {detail}"))
                 .action("recovery")
                 .result(result);
-            l.dependency = s.recovery.cloned();
             let mut ev = event(
                 EventKind::Recovery,
                 format!("the recovery unit {fix} ran for {name}: {detail}"),

@@ -39,6 +39,12 @@ pub enum Kind {
     Url,
     HostPort,
     Argv,
+    /// `max_used_percent`, `memory_max_used_percent`.
+    Percent,
+    /// `load_max`.
+    Load,
+    /// `disk = [{ path, max_used_percent }, ...]`.
+    Disks,
     Status,
     Host,
     /// Keys of sections whose feature is not built: anything goes.
@@ -98,13 +104,21 @@ pub const WINDOW: Section = Section {
         ("interval", Kind::PosDur),
         ("failures", Kind::Positive),
         ("min_interval", Kind::Dur),
+        ("preflight", Kind::PosDur),
     ],
 };
-/// `[[unit]]` takes `name`, `depends_on`, `probe` and every key of `[restart]`.
+/// `[[unit]]` takes `name`, `depends_on`, the recovery unit, `probe` and every key of
+/// `[restart]`.
 pub const UNIT: Section = Section {
     name: "unit",
     array: true,
-    keys: &[("name", Kind::Pattern), ("depends_on", Kind::Deps)],
+    keys: &[
+        ("name", Kind::Pattern),
+        ("depends_on", Kind::Deps),
+        ("recovery_unit", Kind::Pattern),
+        ("recovery_after", Kind::Positive),
+        ("recovery_timeout", Kind::PosDur),
+    ],
 };
 pub const PROBE: Section = Section {
     name: "unit.probe",
@@ -117,6 +131,7 @@ pub const PROBE: Section = Section {
         ("expect_body", Kind::Text),
         ("timeout", Kind::PosDur),
         ("failures", Kind::Positive),
+        ("grace", Kind::Dur),
     ],
 };
 pub const EMAIL: Section = Section {
@@ -143,17 +158,22 @@ pub const EMAIL: Section = Section {
         ("notify_on", Kind::Events),
     ],
 };
+pub const RESOURCES: Section = Section {
+    name: "resources",
+    array: false,
+    keys: &[
+        ("resource_interval", Kind::PosDur),
+        ("disk", Kind::Disks),
+        ("memory_max_used_percent", Kind::Percent),
+        ("load_max", Kind::Load),
+    ],
+};
 /// Sections of features this release does not have (present = an error), and one that never
 /// existed.
 pub const METRICS: Section = Section {
     name: "metrics",
     array: false,
     keys: &[("listen", Kind::Any)],
-};
-pub const RESOURCES: Section = Section {
-    name: "resources",
-    array: false,
-    keys: &[("resource_interval", Kind::Any)],
 };
 pub const ALERTMANAGER: Section = Section {
     name: "alertmanager",
@@ -234,17 +254,17 @@ pub fn config(rng: &mut Rng) -> String {
             "end = {}\n",
             value_at(rng, Kind::HhMm, &units, edges)
         ));
-        for key in ["timezone", "interval", "min_interval"] {
-            if rng.percent(60) {
+        for (key, odds) in [
+            ("timezone", 60),
+            ("interval", 60),
+            ("min_interval", 60),
+            ("failures", 30),
+            ("preflight", 30),
+        ] {
+            if rng.percent(odds) {
                 let kind = kind_of(key).unwrap();
                 out.push_str(&format!("{key} = {}\n", value_at(rng, kind, &units, edges)));
             }
-        }
-        if edgy && rng.percent(6) {
-            out.push_str(&format!(
-                "failures = {}\n",
-                value_at(rng, Kind::Positive, &units, edges)
-            ));
         }
     }
     let count = units_count(rng);
@@ -275,8 +295,37 @@ pub fn config(rng: &mut Rng) -> String {
                 ));
             }
         }
+        if rng.percent(12) {
+            out.push_str(&format!(
+                "recovery_unit = {}\n",
+                value_at(rng, Kind::Pattern, &units, edges)
+            ));
+            for key in ["recovery_after", "recovery_timeout"] {
+                if rng.percent(50) {
+                    let kind = kind_of(key).unwrap();
+                    out.push_str(&format!("{key} = {}\n", value_at(rng, kind, &units, edges)));
+                }
+            }
+        }
         if edgy && rng.percent(6) {
             section(rng, &mut out, &PROBE, 50, &units, edges);
+        } else if rng.percent(20) {
+            // One kind of check, as the validator wants, and some of the other keys.
+            out.push_str("[unit.probe]\n");
+            let (kind_key, kind) = rng.pick(&PROBE.keys[..3]);
+            out.push_str(&format!(
+                "{kind_key} = {}\n",
+                value_at(rng, kind, &units, edges)
+            ));
+            for (key, kind) in &PROBE.keys[3..] {
+                let http_only = matches!(*key, "expect_status" | "expect_body");
+                if (kind_key == "http" || !http_only) && rng.percent(30) {
+                    out.push_str(&format!(
+                        "{key} = {}\n",
+                        value_at(rng, *kind, &units, edges)
+                    ));
+                }
+            }
         }
         if !name.contains(['*', '?', '[']) {
             units.push(name.trim_matches('"').to_string());
@@ -323,7 +372,16 @@ pub fn config(rng: &mut Rng) -> String {
             }
         }
     }
-    for s in [&METRICS, &RESOURCES, &ALERTMANAGER] {
+    if rng.percent(15) {
+        section(rng, &mut out, &RESOURCES, 60, &units, edges);
+        if rng.percent(70) {
+            out.push_str(&format!(
+                "load_max = {}\n",
+                value_at(rng, Kind::Load, &units, edges)
+            ));
+        }
+    }
+    for s in [&METRICS, &ALERTMANAGER] {
         if edgy && rng.percent(4) {
             section(rng, &mut out, s, 80, &units, edges);
         }
@@ -508,14 +566,7 @@ fn value_at(rng: &mut Rng, kind: Kind, units: &[String], edges: u64) -> String {
             let list: Vec<String> = (0..n)
                 .map(|_| match edge {
                     true => quoted(rng.pick(&["probe_failed", "resource", "exploded", "", "Down"])),
-                    // Those of this release (probes and resource checks are not built).
-                    false => quoted(
-                        rng.pick(&ALL_EVENTS)
-                            .as_str()
-                            .replace("probe_failed", "down")
-                            .replace("resource", "started")
-                            .as_str(),
-                    ),
+                    false => quoted(rng.pick(&ALL_EVENTS).as_str()),
                 })
                 .collect();
             format!("[{}]", list.join(", "))
@@ -538,6 +589,23 @@ fn value_at(rng: &mut Rng, kind: Kind, units: &[String], edges: u64) -> String {
             ])
             .to_string(),
         Kind::Status => rng.pick(&["200", "0", "999", "65535"]).to_string(),
+        Kind::Percent if edge => rng.pick(&EDGE_INTS).to_string(),
+        Kind::Percent => rng.between(50, 99).to_string(),
+        Kind::Load if edge => rng.pick(&EDGE_FLOATS).to_string(),
+        Kind::Load => rng.pick(&["0.5", "1.0", "2.0", "4", "0.01"]).to_string(),
+        Kind::Disks => {
+            let n = if edge { rng.below(4) } else { 1 + rng.below(2) };
+            let list: Vec<String> = (0..n)
+                .map(|_| {
+                    format!(
+                        "{{ path = {}, max_used_percent = {} }}",
+                        value_at(rng, Kind::AbsPath, units, if edge { 50 } else { 0 }),
+                        value_at(rng, Kind::Percent, units, if edge { 50 } else { 0 })
+                    )
+                })
+                .collect();
+            format!("[{}]", list.join(", "))
+        }
         Kind::Host if edge => quoted(&evil_string(rng)),
         Kind::Host => quoted(rng.pick(&["localhost", "smtp.example.com", "127.0.0.1"])),
         Kind::Any => evil_value(rng),
@@ -629,6 +697,8 @@ fn extreme(rng: &mut Rng, kind: Kind) -> Option<String> {
             .to_string(),
         Kind::DurList => format!("[{}]", quoted(rng.pick(&LONG))),
         Kind::Port => rng.pick(&["1", "65535"]).to_string(),
+        Kind::Percent => rng.pick(&["1", "100"]).to_string(),
+        Kind::Load => rng.pick(&["1000", "0.000001", "1e-300"]).to_string(),
         Kind::HhMm => quoted(rng.pick(&["00:00", "23:59", "02:00", "02:30", "01:00"])),
         _ => return None,
     };

@@ -455,6 +455,8 @@ fn run_shard(run: &Run, k: u64, corpus: &Corpus) {
                 f.panic.location, f.count, f.index, f.seed, f.panic.message, f.seed, short_backtrace(&f.panic.backtrace)
             ));
         }
+        // The report itself must reach the parent: the hook keeps only cases' panics.
+        CAPTURING.with(|c| *c.borrow_mut() = false);
         panic!("{report}");
     }
 }

@@ -118,7 +118,7 @@ fn doctor_flags_each_pitfall_of_purpose_built_units() {
     assert_eq!(mgr.active_state("pgwrap.service"), "active");
     let cfg = write_config(
         &mgr,
-        r#"
+        &r#"
 [[unit]]
 name = "pgwrap"
 [[unit]]
@@ -138,9 +138,13 @@ name = "broken"
 [[unit]]
 name = "web"
 recovery_unit = "nosuchfix"
+[unit.probe]
+tcp = "127.0.0.1:{closed}"
+timeout = "2s"
 [[unit]]
 name = "nothere@*"
-"#,
+"#
+        .replace("{closed}", &closed_port().to_string()),
     );
 
     let out = doctor(Some(&mgr), &cfg, &["--json"]);
@@ -207,7 +211,12 @@ name = "nothere@*"
         what.starts_with("cannot be loaded (LoadState=bad-setting: "),
         "{what}"
     );
-    assert_eq!(about(&r, "web.service"), vec![]);
+    assert_eq!(about(&r, "web.service"), warning("probe_fails"));
+    let what = finding(&r, "web.service", "probe_fails")["what"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(what.contains("connection refused"), "{what}");
     assert_eq!(
         about(&r, "nosuchfix.service"),
         warning("recovery_unit_missing")
@@ -217,7 +226,7 @@ name = "nothere@*"
         "recovery_unit of web.service: no such unit (LoadState=not-found)"
     );
     assert_eq!(about(&r, "nothere@*.service"), info("no_instances"));
-    assert_eq!(r["findings"].as_array().unwrap().len(), 10, "{r:#}");
+    assert_eq!(r["findings"].as_array().unwrap().len(), 11, "{r:#}");
 
     // The table says the same to a person: through a pipe, without colour.
     let out = doctor(Some(&mgr), &cfg, &[]);
@@ -233,7 +242,7 @@ name = "nothere@*"
         "{table}"
     );
     let col = lines[0].find("SEVERITY").unwrap();
-    for row in &lines[1..11] {
+    for row in &lines[1..12] {
         let severity: String = row.chars().skip(col).collect();
         assert!(
             severity.starts_with("warning ") || severity.starts_with("info "),
@@ -247,8 +256,8 @@ name = "nothere@*"
                 && l.ends_with("watch pgwrap@main.service instead")),
         "{table}"
     );
-    assert_eq!(lines[11], "");
-    assert_eq!(lines[12], "9 units checked: 6 warnings, 4 info.");
+    assert_eq!(lines[12], "");
+    assert_eq!(lines[13], "9 units checked: 7 warnings, 4 info.");
     assert!(text(&out.stderr).is_empty(), "{}", text(&out.stderr));
 }
 
@@ -271,9 +280,14 @@ fn doctor_finds_nothing_wrong_with_well_set_units() {
     for unit in ["app", "worker@1", "worker@2"] {
         mgr.systemctl_ok(&["start", unit]);
     }
+    // A port that answers: the listener's backlog accepts the probe's connection.
+    let listening = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listening.local_addr().unwrap().port();
     let cfg = write_config(
         &mgr,
-        "[[unit]]\nname = \"app\"\nrecovery_unit = \"repair\"\n[[unit]]\nname = \"worker@*\"\n",
+        &format!(
+            "[[unit]]\nname = \"app\"\nrecovery_unit = \"repair\"\n[unit.probe]\ntcp = \"127.0.0.1:{port}\"\n[[unit]]\nname = \"worker@*\"\n"
+        ),
     );
 
     let out = doctor(Some(&mgr), &cfg, &[]);
@@ -314,4 +328,10 @@ fn doctor_without_a_manager_says_so_in_one_line_and_exits_1() {
     let out = doctor(None, &cfg, &["--json"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(out.stdout.is_empty());
+}
+
+/// A loopback port nothing listens on: bound, then closed again.
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
 }

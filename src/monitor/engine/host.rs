@@ -128,11 +128,15 @@ impl Engine {
         {
             at(self.host.next.unwrap_or(now.at));
         }
-        if let Some(p) = &self.host.next_preflight {
-            at(now.instant_of(p.at));
-        }
-        if let Some(run) = &self.host.preflight {
-            at(run.deadline);
+        match &self.host.preflight {
+            // One check at a time: the next is due once this one has reported.
+            Some(run) => at(run.deadline),
+            None if self.shutting_down => {}
+            None => {
+                if let Some(p) = &self.host.next_preflight {
+                    at(now.instant_of(p.at));
+                }
+            }
         }
         wake
     }

@@ -166,7 +166,8 @@ impl Engine {
 /// Whether `w`'s probe may run now: it is active, nobody holds it, and no attempt of ours is
 /// moving it.
 pub(super) fn probe_may_run(w: &Watched) -> bool {
-    w.hold.is_none()
+    w.settings.probe.is_some()
+        && w.hold.is_none()
         && !w.machine.job_running()
         && w.obs
             .as_ref()
