@@ -260,10 +260,12 @@ strings such as "500ms", "15s", "5m", "1h30m" or "7d".
             })
             .map(|k| format!("{} in {}", k.name, header(k.section))),
     );
-    roff.push_str(&format!(
-        ".SS \"Not in this release\"\nA configuration that sets any of these is refused (exit status 2) rather than accepted and\nignored: {}.\n",
-        roff_escape(&later.join(", "))
-    ));
+    if !later.is_empty() {
+        roff.push_str(&format!(
+            ".SS \"Not in this release\"\nA configuration that sets any of these is refused (exit status 2) rather than accepted and\nignored: {}.\n",
+            roff_escape(&later.join(", "))
+        ));
+    }
     roff
 }
 

@@ -1,6 +1,7 @@
 //! Command line: parses arguments, runs the chosen command, maps outcomes to exit codes.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 
@@ -10,6 +11,7 @@ use crate::config::{self, Settings};
 use crate::control::protocol::Request;
 use crate::control::{client, render, server};
 use crate::logging;
+use crate::metrics::Metrics;
 use crate::monitor::{self, Command};
 
 pub fn main() -> ExitCode {
@@ -275,6 +277,13 @@ async fn run(settings: Settings) -> ExitCode {
     let (alerts, delivery) = start_alerts(&settings);
     let socket = settings.daemon.control_socket.clone();
     let (ask_tx, ask_rx) = tokio::sync::mpsc::channel(16);
+    // Always running: a reload may add [metrics]. It binds nothing without it.
+    let metrics = Metrics::new(&settings);
+    tokio::spawn(crate::metrics::server::serve(
+        Arc::clone(&metrics),
+        ask_tx.clone(),
+        alerts.clone(),
+    ));
     let bound = match server::bind(&socket) {
         Ok(listener) => {
             tokio::spawn(server::serve(
@@ -291,7 +300,16 @@ async fn run(settings: Settings) -> ExitCode {
             false
         }
     };
-    let outcome = monitor::run(settings, Some(log.clone()), alerts, shutdown, rx, ask_rx).await;
+    let outcome = monitor::run(
+        settings,
+        Some(log.clone()),
+        alerts,
+        metrics,
+        shutdown,
+        rx,
+        ask_rx,
+    )
+    .await;
     if bound {
         let _ = std::fs::remove_file(&socket);
     }
@@ -308,42 +326,69 @@ async fn run(settings: Settings) -> ExitCode {
     code
 }
 
-/// The running alert task, if `[email]` is configured.
+/// The running alert tasks: email's if `[email]` is configured, the Alertmanager sink's if
+/// `[alertmanager]` is.
 struct Delivery(
-    Option<(
+    Vec<(
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<()>,
     )>,
 );
 
 impl Delivery {
-    /// Lets the alert task send what is queued (bounded by `alert::FLUSH_BOUND`) and waits.
+    /// Lets the alert tasks send what is queued (each bounded, email's by
+    /// `alert::FLUSH_BOUND`) and waits.
     async fn finish(self) {
-        if let Some((stop, task)) = self.0 {
+        let mut running = Vec::new();
+        for (stop, task) in self.0 {
             let _ = stop.send(());
+            running.push(task);
+        }
+        for task in running {
             let _ = task.await;
         }
+    }
+
+    fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(
+        &mut self,
+        run: impl FnOnce(tokio::sync::oneshot::Receiver<()>) -> F,
+    ) {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        self.0.push((stop, tokio::spawn(run(stopped))));
     }
 }
 
 fn start_alerts(settings: &Settings) -> (Alerts, Delivery) {
-    let Some(email) = &settings.email else {
-        return (Alerts::disabled(), Delivery(None));
-    };
+    let mut delivery = Delivery(Vec::new());
     let journal = crate::alert::Journal::from(settings.daemon.bus);
-    match crate::alert::start(email, &settings.daemon.state_dir, journal) {
-        Ok((alerts, task)) => {
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let handle = tokio::spawn(task.run(async move {
+    let state_dir = &settings.daemon.state_dir;
+    let mut alerts = match &settings.email {
+        None => Alerts::disabled(),
+        Some(email) => match crate::alert::start(email, state_dir, journal) {
+            Ok((alerts, task)) => {
+                delivery.spawn(|stopped| {
+                    task.run(async move {
+                        let _ = stopped.await;
+                    })
+                });
+                alerts
+            }
+            Err(e) => {
+                tracing::error!("email alerts are off: {e:#}");
+                Alerts::disabled()
+            }
+        },
+    };
+    if let Some(am) = &settings.alertmanager {
+        let (handle, sink) = crate::alertmanager::start(am, state_dir, journal);
+        delivery.spawn(|stopped| {
+            sink.run(async move {
                 let _ = stopped.await;
-            }));
-            (alerts, Delivery(Some((stop, handle))))
-        }
-        Err(e) => {
-            tracing::error!("email alerts are off: {e:#}");
-            (Alerts::disabled(), Delivery(None))
-        }
+            })
+        });
+        alerts = alerts.with_alertmanager(handle);
     }
+    (alerts, delivery)
 }
 
 async fn once(settings: Settings) -> ExitCode {

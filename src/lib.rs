@@ -2,6 +2,7 @@
 //! the ones that die with capped, backed-off attempts, and checks harder in critical windows.
 
 pub mod alert;
+pub mod alertmanager;
 pub mod args;
 pub mod cli;
 pub mod clock;
@@ -11,6 +12,7 @@ pub mod diagnosis;
 pub mod doctor;
 pub mod files;
 pub mod logging;
+pub mod metrics;
 pub mod monitor;
 pub mod notify;
 pub mod policy;

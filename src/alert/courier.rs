@@ -180,6 +180,7 @@ impl Courier {
                     self.forget(path).await;
                 }
                 Err(e) => {
+                    self.counters.failed.fetch_add(1, Ordering::Relaxed);
                     m.attempts += 1;
                     m.last_error = Some(e.message.clone());
                     tracing::warn!(

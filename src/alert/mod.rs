@@ -83,6 +83,8 @@ struct Counters {
     /// When the oldest email in the outbox was written (Unix milliseconds; 0 = none).
     oldest_ms: std::sync::atomic::AtomicI64,
     sent: AtomicU64,
+    /// Delivery attempts the server refused or that failed on the way.
+    failed: AtomicU64,
     dropped: AtomicU64,
     suppressed: AtomicU64,
 }
@@ -96,6 +98,8 @@ pub struct AlertStats {
     pub oldest: Option<Timestamp>,
     /// Emails the server accepted since start.
     pub sent: u64,
+    /// Delivery attempts that failed since start (each retried later).
+    pub failed: u64,
     /// Events or emails lost since start (queue full, older than `outbox_max_age`, unreadable
     /// outbox file); each was logged at error level.
     pub dropped: u64,
@@ -103,11 +107,13 @@ pub struct AlertStats {
     pub suppressed: u64,
 }
 
-/// The watch loop's end of the alert queue. Cheap to clone; `send` never waits.
+/// The watch loop's end of the alert queue (and of the Alertmanager sink's, when configured).
+/// Cheap to clone; `send` never waits.
 #[derive(Clone)]
 pub struct Alerts {
     tx: Option<mpsc::Sender<Event>>,
     counters: Arc<Counters>,
+    alertmanager: Option<crate::alertmanager::Handle>,
 }
 
 impl Alerts {
@@ -116,6 +122,7 @@ impl Alerts {
         Alerts {
             tx: None,
             counters: Arc::default(),
+            alertmanager: None,
         }
     }
 
@@ -123,16 +130,27 @@ impl Alerts {
         Alerts {
             tx: Some(tx),
             counters: Arc::default(),
+            alertmanager: None,
         }
     }
 
+    /// Whether email is on (the outbox `status` reports).
     pub fn is_enabled(&self) -> bool {
         self.tx.is_some()
+    }
+
+    /// Events also go to the Alertmanager sink behind `handle`.
+    pub fn with_alertmanager(mut self, handle: crate::alertmanager::Handle) -> Alerts {
+        self.alertmanager = Some(handle);
+        self
     }
 
     /// Queues `ev` without waiting. A full queue means the alert task is stuck far behind;
     /// the event is then logged as dropped (and counted) rather than stalling restarts.
     pub fn send(&self, ev: Event) {
+        if let Some(am) = &self.alertmanager {
+            am.send(&ev);
+        }
         let Some(tx) = &self.tx else { return };
         if let Err(e) = tx.try_send(ev) {
             let ev = match e {
@@ -157,9 +175,26 @@ impl Alerts {
                 ms => Timestamp::from_millisecond(ms).ok(),
             },
             sent: c.sent.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
             suppressed: c.suppressed.load(Ordering::Relaxed),
         }
+    }
+
+    /// What `/metrics` says of each sink that is configured.
+    pub fn sink_stats(&self) -> Vec<crate::metrics::SinkStats> {
+        let mut out = Vec::new();
+        if self.is_enabled() {
+            let s = self.stats();
+            out.push(crate::metrics::SinkStats {
+                sink: "email",
+                sent: s.sent,
+                failed: s.failed + s.dropped,
+                waiting: s.outbox,
+            });
+        }
+        out.extend(self.alertmanager.as_ref().map(|am| am.stats()));
+        out
     }
 
     /// Emails waiting in the outbox.
@@ -220,6 +255,7 @@ pub fn start(
     let alerts = Alerts {
         tx: Some(tx),
         counters: Arc::clone(&counters),
+        alertmanager: None,
     };
     let gate = Arc::new(tokio::sync::Mutex::new(()));
     let task = AlertTask {

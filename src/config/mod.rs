@@ -52,6 +52,27 @@ pub struct Settings {
     pub units: Vec<Arc<UnitSettings>>,
     pub email: Option<EmailSettings>,
     pub resources: Option<ResourceSettings>,
+    pub metrics: Option<MetricsSettings>,
+    pub alertmanager: Option<AlertmanagerSettings>,
+}
+
+/// `[metrics]`: Prometheus's text format at `http://LISTEN/metrics`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsSettings {
+    pub listen: std::net::SocketAddr,
+}
+
+/// Where `/metrics` is served when `[metrics]` does not say: loopback only.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9717";
+
+/// `[alertmanager]`: every event is also posted to this Alertmanager's v2 API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertmanagerSettings {
+    pub url: crate::alertmanager::Url,
+    /// Bound on one POST: connect, send, answer.
+    pub timeout: Duration,
+    /// Lines of the unit's journal in an alert's `journal` annotation.
+    pub journal_lines: u32,
 }
 
 #[derive(Debug)]
@@ -319,6 +340,14 @@ impl Settings {
             w.push("no [[unit]] entries: nothing is watched".to_string());
         }
         w.extend(self.email.iter().flat_map(|e| e.warnings()));
+        if let Some(m) = &self.metrics
+            && !m.listen.ip().is_loopback()
+        {
+            w.push(format!(
+                "metrics listen on {}, beyond this host: anyone who reaches it reads the unit names and their state (there is no authentication)",
+                m.listen
+            ));
+        }
         w
     }
 

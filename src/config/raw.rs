@@ -31,9 +31,8 @@ pub(super) struct RawConfig {
     #[serde(default, rename = "unit")]
     pub(super) units: Vec<Spanned<Box<RawUnit>>>,
     pub(super) email: Option<Spanned<RawEmail>>,
-    // A feature of a later release: present is an error (validate.rs), so its contents are
-    // not read.
-    pub(super) metrics: Option<Spanned<serde::de::IgnoredAny>>,
+    pub(super) metrics: Option<Spanned<RawMetrics>>,
+    pub(super) alertmanager: Option<Spanned<RawAlertmanager>>,
     pub(super) resources: Option<Spanned<RawResources>>,
 }
 
@@ -140,6 +139,22 @@ pub(super) struct RawResources {
 pub(super) struct RawDisk {
     pub(super) path: AbsPath,
     pub(super) max_used_percent: Num<DiskPercent>,
+}
+
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub(super) listen: Option<Listen>,
+}
+
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAlertmanager {
+    pub(super) url: AmUrl,
+    pub(super) timeout: Option<Dur<Timeout>>,
+    pub(super) journal_lines: Option<Num<JournalLines>>,
 }
 
 #[derive(Deserialize)]
@@ -375,6 +390,26 @@ string_newtype!(
         _ if s.len() > 253 => Err(format!("smtp_host is {} characters long; a host name has at most 253", s.len())),
         _ => Ok(s.to_string()),
     }
+);
+
+string_newtype!(
+    /// Where `/metrics` is served: an IP address and a port, so that what `check-config`
+    /// accepts is exactly what the daemon binds (no resolver involved).
+    Listen(std::net::SocketAddr),
+    |s| match s.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.port() == 0 => Err(format!(
+            "listen {s:?} needs a port from 1 to 65535: Prometheus must know where to scrape"
+        )),
+        Ok(a) => Ok(a),
+        Err(_) => Err(format!(
+            "listen {s:?} is not an IP address and port, e.g. \"127.0.0.1:9717\" or \"[::1]:9717\""
+        )),
+    }
+);
+string_newtype!(
+    /// The Alertmanager's base URL, `http://HOST[:PORT][/PREFIX]`.
+    AmUrl(crate::alertmanager::Url),
+    crate::alertmanager::Url::parse
 );
 
 /// The first character of `s` that must not be in a name.

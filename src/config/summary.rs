@@ -106,6 +106,17 @@ impl Settings {
                 let _ = writeln!(s, "email: off");
             }
         }
+        match &self.metrics {
+            Some(m) => {
+                let _ = writeln!(s, "metrics: http://{}/metrics", m.listen);
+            }
+            None => {
+                let _ = writeln!(s, "metrics: off");
+            }
+        }
+        if let Some(a) = &self.alertmanager {
+            let _ = writeln!(s, "alertmanager: {}", shown(&a.url));
+        }
         if let Some(r) = &self.resources {
             let mut checks: Vec<String> = r
                 .disks

@@ -13,8 +13,9 @@ use super::raw::{
     RawConfig, RawEmail, RawProbe, RawResources, RawRestart, RemindAfter, Tz, bounded,
 };
 use super::{
-    BusKind, ConfigError, DaemonSettings, DiskLimit, EmailSettings, ProbeCheck, ProbeSettings,
-    RecoverySettings, ResourceSettings, Settings, Tls, UnitSettings, hostname,
+    AlertmanagerSettings, BusKind, ConfigError, DaemonSettings, DiskLimit, EmailSettings,
+    MetricsSettings, ProbeCheck, ProbeSettings, RecoverySettings, ResourceSettings, Settings, Tls,
+    UnitSettings, hostname,
 };
 use crate::alert::ALL_EVENTS;
 use crate::alert::email::parse_address;
@@ -257,9 +258,24 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
         Some(e) => Some(build_email(e).map_err(|(s, m)| err(Some(s), m))?),
         None => None,
     };
-    if let Some(m) = &raw.metrics {
-        return Err(err(Some(m.span()), not_built("[metrics]")));
-    }
+    let metrics = raw.metrics.map(|m| MetricsSettings {
+        listen: m.into_inner().listen.map_or_else(
+            || {
+                super::DEFAULT_METRICS_LISTEN
+                    .parse()
+                    .expect("the default address parses")
+            },
+            |l| l.0,
+        ),
+    });
+    let alertmanager = raw.alertmanager.map(|a| {
+        let a = a.into_inner();
+        AlertmanagerSettings {
+            url: a.url.0,
+            timeout: a.timeout.map_or(Duration::from_secs(10), |d| d.0),
+            journal_lines: a.journal_lines.map_or(10, |n| n.0),
+        }
+    });
     let resources = match raw.resources {
         Some(r) => Some(build_resources(r).map_err(|(s, m)| err(Some(s), m))?),
         None => None,
@@ -272,16 +288,12 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
         units,
         email,
         resources,
+        metrics,
+        alertmanager,
     })
 }
 
 type SpanErr = (Option<Range<usize>>, String);
-
-/// A key or section SPEC.md describes whose feature this release does not have: an error, so
-/// that a config never looks as if it did something it does not.
-fn not_built(what: &str) -> String {
-    format!("{what} is not available in this release; remove it")
-}
 
 fn merge_restart(base: &RestartPolicy, r: &RawRestart) -> Result<RestartPolicy, SpanErr> {
     let mut p = base.clone();
@@ -1057,11 +1069,48 @@ verify_after = "0s"
     }
 
     #[test]
-    fn keys_of_features_not_in_this_release_are_errors_not_no_ops() {
-        let table: &[(&str, &str)] = &[(
-            "[metrics]\nlisten = \"127.0.0.1:9717\"\n",
-            "/etc/unitwarden/test.toml:1:1: [metrics] is not available in this release; remove it",
-        )];
+    fn metrics_and_alertmanager_are_read_with_defaults_and_bad_values_refused_where_written() {
+        let s = parse_str("[metrics]\n[alertmanager]\nurl = \"http://127.0.0.1:9093\"\n").unwrap();
+        assert_eq!(s.metrics.unwrap().listen.to_string(), "127.0.0.1:9717");
+        let am = s.alertmanager.unwrap();
+        assert_eq!(am.url.to_string(), "http://127.0.0.1:9093");
+        assert_eq!(
+            (am.timeout, am.journal_lines),
+            (Duration::from_secs(10), 10)
+        );
+        let s = parse_str("[metrics]\nlisten = \"[::]:9100\"\n").unwrap();
+        assert!(
+            s.warnings().iter().any(|w| w.contains("beyond this host")),
+            "{:?}",
+            s.warnings()
+        );
+        assert!(parse_str("").unwrap().metrics.is_none());
+        let table: &[(&str, &str)] = &[
+            (
+                "[metrics]\nlisten = \"localhost:9717\"\n",
+                "/etc/unitwarden/test.toml:2:10: listen \"localhost:9717\" is not an IP address and port",
+            ),
+            (
+                "[metrics]\nlisten = \"127.0.0.1:0\"\n",
+                "/etc/unitwarden/test.toml:2:10: listen \"127.0.0.1:0\" needs a port from 1 to 65535",
+            ),
+            (
+                "[metrics]\nport = 9717\n",
+                "/etc/unitwarden/test.toml:2:1: unknown field `port`, expected `listen`",
+            ),
+            (
+                "[alertmanager]\n",
+                "/etc/unitwarden/test.toml:1:1: missing field `url`",
+            ),
+            (
+                "[alertmanager]\nurl = \"https://am:9093\"\n",
+                "/etc/unitwarden/test.toml:2:7: url \"https://am:9093\": https is not supported",
+            ),
+            (
+                "[alertmanager]\nurl = \"http://am:9093\"\ntimeout = \"0s\"\n",
+                "/etc/unitwarden/test.toml:3:11: timeout \"0s\" must be longer than zero",
+            ),
+        ];
         for (text, want) in table {
             let got = parse_str(text).expect_err(text);
             assert!(

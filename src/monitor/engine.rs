@@ -830,6 +830,11 @@ impl Engine {
                 "[email] changes, if any, take effect when unitwarden restarts",
             ));
         }
+        if new.alertmanager != self.settings.alertmanager {
+            self.log(Line::warn(
+                "[alertmanager] changes take effect when unitwarden restarts",
+            ));
+        }
         new.daemon.bus = self.settings.daemon.bus;
         new.daemon.state_dir = self.settings.daemon.state_dir.clone();
         new.daemon.control_socket = self.settings.daemon.control_socket.clone();

@@ -17,6 +17,7 @@ mod tests;
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -29,6 +30,7 @@ use crate::config::{self, Settings};
 use crate::control::protocol::OutboxReport;
 use crate::control::server::Ask;
 use crate::logging::{LogHandle, format_duration};
+use crate::metrics::Metrics;
 use crate::notify::{self, Notifier};
 use crate::state::Store;
 use crate::systemd::{Jobs, Router, Signal, Signals, Systemd, SystemdError};
@@ -57,16 +59,18 @@ pub enum Command {
 }
 
 /// The daemon: runs until `shutdown` resolves. `commands` carries reload requests, `asks` the
-/// control socket's requests.
+/// control socket's requests (and the metrics server's); `metrics` is told what the loop does.
 pub async fn run(
     settings: Settings,
     log: Option<LogHandle>,
     alerts: Alerts,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
     commands: mpsc::Receiver<Command>,
     asks: mpsc::Receiver<Ask>,
 ) -> anyhow::Result<()> {
     let mut m = Monitor::new(settings, log, alerts, Mode::Daemon);
+    m.metrics = metrics;
     m.run(shutdown, commands, asks).await;
     Ok(())
 }
@@ -85,12 +89,17 @@ struct Monitor {
     store: Store,
     notifier: Notifier,
     alerts: Alerts,
+    metrics: Arc<Metrics>,
     router: Router,
     jobs: Jobs,
     attempts: Attempts,
     watchdog: Watchdog,
-    /// Signals read while the loop waited for an answer from the manager, in order.
-    backlog: VecDeque<Signal>,
+    /// Signals read while the loop waited for an answer from the manager, in order, with when
+    /// each arrived.
+    backlog: VecDeque<(Instant, Signal)>,
+    /// When the signal being decided on arrived, for the detection latency: what it leads to
+    /// includes the confirming read of a unit that looks down.
+    arrived: Option<Instant>,
     /// Names the manager would not list, each reported once.
     odd: std::collections::HashSet<UnitName>,
     /// Work beside the loop that answers with an input: probes, recovery units, host checks.
@@ -142,6 +151,7 @@ impl Monitor {
         let store = Store::new(&settings.daemon.state_dir);
         let now = Now::read();
         let seed = u64::from(std::process::id()) ^ now.wall.as_nanosecond() as u64;
+        let metrics = Metrics::new(&settings);
         let (engine, startup) = Engine::new(settings, store.load(), mode, seed, &now);
         Monitor {
             engine,
@@ -150,11 +160,13 @@ impl Monitor {
             store,
             notifier: Notifier::from_env(),
             alerts,
+            metrics,
             router: Router::default(),
             jobs: Jobs::default(),
             attempts: Attempts::default(),
             watchdog: Watchdog::from_env(),
             backlog: VecDeque::new(),
+            arrived: None,
             odd: Default::default(),
             checks: JoinSet::new(),
         }
@@ -307,12 +319,16 @@ impl Monitor {
         wake: Instant,
         outside: impl Future<Output = Option<Command>>,
     ) -> Woken {
-        if let Some(sig) = self.backlog.pop_front() {
+        if let Some((at, sig)) = self.backlog.pop_front() {
+            self.arrived = Some(at);
             return Woken::Input(Input::Signal(sig));
         }
         tokio::select! {
             sig = link.signals.next(&self.router, |n| self.engine.watches(n)) => match sig {
-                Some(sig) => Woken::Input(Input::Signal(sig)),
+                Some(sig) => {
+                    self.arrived = Some(Instant::now());
+                    Woken::Input(Input::Signal(sig))
+                }
                 None => Woken::Lost,
             },
             (name, outcome) = self.attempts.next() => Woken::Input(Input::JobDone { name, outcome }),
@@ -359,6 +375,7 @@ impl Monitor {
                 if let Some(log) = &self.log {
                     log.set_level(new.daemon.log.level);
                 }
+                self.metrics.reload(&new);
                 Input::Reload(Box::new(new))
             }
             Err(e) => Input::ReloadFailed(e.to_string()),
@@ -368,7 +385,9 @@ impl Monitor {
     /// Hands `input` to the engine and carries out what it decides.
     async fn step(&mut self, link: &mut Link, input: Input) -> Result<(), SystemdError> {
         let actions = self.engine.handle(input, &Now::read());
-        self.execute(link, actions).await
+        let done = self.execute(link, actions).await;
+        self.arrived = None;
+        done
     }
 
     /// Carries out `actions` in order. An action that asks the manager something feeds the
@@ -441,6 +460,7 @@ impl Monitor {
                     None
                 }
                 Action::CheckResources(settings) => {
+                    let metrics = Arc::clone(&self.metrics);
                     self.checks.spawn(async move {
                         let s = settings.clone();
                         let read = tokio::task::spawn_blocking(move || crate::resources::read(&s));
@@ -456,13 +476,16 @@ impl Monitor {
                                 ),
                             ),
                         };
+                        metrics.resources(&readings);
                         Input::ResourcesRead(readings)
                     });
                     None
                 }
                 Action::Probe { unit, probe } => {
+                    let metrics = Arc::clone(&self.metrics);
                     self.checks.spawn(async move {
                         let outcome = crate::probe::run(&probe).await;
+                        metrics.probed(&unit, outcome.ok, outcome.took);
                         Input::Probed {
                             name: unit,
                             outcome,
@@ -577,7 +600,7 @@ impl Monitor {
             return;
         }
         let names: std::collections::HashSet<&UnitName> = names.iter().collect();
-        self.backlog.retain_mut(|sig| match sig {
+        self.backlog.retain_mut(|(_, sig)| match sig {
             Signal::Unit { name, update } if names.contains(name) => {
                 update.load = None;
                 update.active = None;
@@ -608,7 +631,10 @@ impl Monitor {
             Action::Unwatch(name) => self.router.unwatch(&name),
             Action::Persist(saved) => self.store.save(&saved),
             Action::Log(line) => emit(&line),
-            Action::Alert(ev) => self.alerts.send(*ev),
+            Action::Alert(ev) => {
+                self.metrics.event(&ev, self.arrived);
+                self.alerts.send(*ev);
+            }
             Action::Ready => {
                 let status = self.engine.status_line(&Now::read());
                 self.notifier.ready(&status);
@@ -665,7 +691,7 @@ struct Drain<'a> {
     signals: &'a mut Signals,
     router: &'a Router,
     engine: &'a Engine,
-    backlog: &'a mut VecDeque<Signal>,
+    backlog: &'a mut VecDeque<(Instant, Signal)>,
 }
 
 impl Drain<'_> {
@@ -676,7 +702,7 @@ impl Drain<'_> {
                 biased;
                 out = &mut call => return out,
                 sig = self.signals.next(self.router, |n| self.engine.watches(n)) => match sig {
-                    Some(sig) => self.backlog.push_back(sig),
+                    Some(sig) => self.backlog.push_back((Instant::now(), sig)),
                     // The connection is gone; the call fails by itself.
                     None => return call.await,
                 },

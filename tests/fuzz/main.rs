@@ -455,8 +455,6 @@ fn run_shard(run: &Run, k: u64, corpus: &Corpus) {
                 f.panic.location, f.count, f.index, f.seed, f.panic.message, f.seed, short_backtrace(&f.panic.backtrace)
             ));
         }
-        // The report itself must reach the parent: the hook keeps only cases' panics.
-        CAPTURING.with(|c| *c.borrow_mut() = false);
         // The hook keeps the cases' panics quiet; this one is the shard's report and must be
         // seen.
         CAPTURING.with(|c| *c.borrow_mut() = false);

@@ -3,6 +3,7 @@
 //! `support`; a Debian booted by systemd-nspawn for the package, see `deb`).
 //! One binary, so the support code is compiled once.
 
+mod prom;
 mod smtp;
 mod support;
 
@@ -12,6 +13,7 @@ mod doctor;
 mod email;
 mod faults;
 mod files;
+mod fleet;
 mod harness_selftest;
 mod logging;
 mod probes;

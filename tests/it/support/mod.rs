@@ -54,6 +54,12 @@ pub fn wait_until<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Opti
     }
 }
 
+/// [`wait_until`] that gives `None` at the deadline instead of panicking, for a caller that
+/// explains the failure itself.
+pub fn wait_until_or<T>(deadline: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    poll(deadline, &mut f)
+}
+
 /// The polling loop behind [`wait_until`]: `Some` as soon as `f` gives one,
 /// `None` when `deadline` has passed (after one last try).
 fn poll<T>(deadline: Duration, f: &mut impl FnMut() -> Option<T>) -> Option<T> {
