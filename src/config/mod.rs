@@ -90,8 +90,9 @@ pub struct UnitSettings {
     pub depends_on: Vec<UnitName>,
     /// Shared by the units that take `[restart]` unchanged.
     pub policy: Arc<RestartPolicy>,
-    pub probe: Option<ProbeSettings>,
-    pub recovery: Option<RecoverySettings>,
+    // Boxed: most units have neither, and a host may watch a thousand.
+    pub probe: Option<Box<ProbeSettings>>,
+    pub recovery: Option<Box<RecoverySettings>>,
 }
 
 /// `recovery_unit`: the site's repair (a oneshot, as a rule), started once per episode after

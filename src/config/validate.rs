@@ -158,7 +158,7 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
                     ),
                 ));
             }
-            Some(p) => Some(build_probe(p).map_err(|(s, m)| err(Some(s), m))?),
+            Some(p) => Some(Box::new(build_probe(p).map_err(|(s, m)| err(Some(s), m))?)),
             None => None,
         };
         let recovery = match u.recovery_unit {
@@ -186,11 +186,11 @@ pub(super) fn settings(path: &Path, text: &str) -> Result<Settings, ConfigError>
                         ),
                     ));
                 }
-                Some(RecoverySettings {
+                Some(Box::new(RecoverySettings {
                     unit,
                     after,
                     timeout: u.recovery_timeout.map_or(Duration::from_secs(300), |d| d.0),
-                })
+                }))
             }
             None => {
                 if let Some(a) = &u.recovery_after {

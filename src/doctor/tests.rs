@@ -31,11 +31,11 @@ fn entry(pattern: &str) -> Arc<UnitSettings> {
 
 fn with_recovery(pattern: &str, recovery: &str) -> Arc<UnitSettings> {
     let mut e = Arc::try_unwrap(entry(pattern)).unwrap();
-    e.recovery = Some(RecoverySettings {
+    e.recovery = Some(Box::new(RecoverySettings {
         unit: name(recovery),
         after: 1,
         timeout: std::time::Duration::from_secs(300),
-    });
+    }));
     Arc::new(e)
 }
 
@@ -729,12 +729,12 @@ fn the_json_document_has_schema_1() {
 #[test]
 fn a_probe_that_fails_now_is_a_warning() {
     let mut settings = Arc::try_unwrap(entry("web")).unwrap();
-    settings.probe = Some(crate::config::ProbeSettings {
+    settings.probe = Some(Box::new(crate::config::ProbeSettings {
         check: crate::config::ProbeCheck::Tcp("127.0.0.1:1".into()),
         timeout: Duration::from_secs(1),
         failures: 3,
         grace: Duration::from_secs(30),
-    });
+    }));
     let facts = Facts {
         version: Some("257.9-1".into()),
         entries: vec![EntryFacts {

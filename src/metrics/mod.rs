@@ -114,6 +114,14 @@ impl Metrics {
     /// listen (the server binds the new address, or keeps the old one if it cannot).
     pub fn reload(&self, settings: &Settings) {
         let mut t = self.lock();
+        if settings.metrics.is_none() {
+            // Off: nothing is counted, and nothing held for a thousand units.
+            *t = Tally::default();
+            drop(t);
+            self.listen.send_replace(None);
+            return;
+        }
+        t.on = true;
         t.exact = settings
             .exact_names()
             .into_iter()
@@ -143,6 +151,9 @@ impl Metrics {
         }
         let Some(unit) = &ev.unit else { return };
         let mut t = self.lock();
+        if !t.on {
+            return;
+        }
         let label = t.label(unit.as_str());
         let u = t.units.entry(label).or_default();
         match ev.kind {
@@ -154,8 +165,11 @@ impl Metrics {
     }
 
     fn detected(&self, latency: Duration) {
-        self.lock()
-            .detection
+        let mut t = self.lock();
+        if !t.on {
+            return;
+        }
+        t.detection
             .get_or_insert_with(|| Hist::new(DETECTION_BUCKETS))
             .observe(latency);
     }
@@ -163,6 +177,9 @@ impl Metrics {
     /// One probe run of `unit`.
     pub fn probed(&self, unit: &UnitName, ok: bool, took: Duration) {
         let mut t = self.lock();
+        if !t.on {
+            return;
+        }
         let label = t.label(unit.as_str());
         let u = t.units.entry(label).or_default();
         u.probe
@@ -176,7 +193,11 @@ impl Metrics {
     /// One round of host checks: how full each resource is (`disk:/var`, `memory`: used /
     /// total; `load`: per CPU). One that could not be read has no value until it can be.
     pub fn resources(&self, readings: &[Reading]) {
-        self.lock().resources = readings
+        let mut t = self.lock();
+        if !t.on {
+            return;
+        }
+        t.resources = readings
             .iter()
             .filter_map(|r| {
                 let name = match &r.resource {
@@ -209,6 +230,8 @@ impl Metrics {
 /// What the loop has counted, and how units are labelled.
 #[derive(Default)]
 struct Tally {
+    /// `[metrics]` is configured.
+    on: bool,
     exact: HashSet<String>,
     globs: Vec<UnitPattern>,
     /// Glob instances with a label of their own (at most [`MAX_GLOB_UNITS`]).

@@ -783,7 +783,7 @@ impl Engine {
                     {
                         self.out.push(Action::Recover {
                             unit: name.clone(),
-                            recovery: Box::new(r),
+                            recovery: r,
                         });
                     }
                 }

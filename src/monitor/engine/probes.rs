@@ -48,7 +48,7 @@ impl Engine {
         ps.running = true;
         // From the start of this one: a slow probe delays its next, never piles up.
         ps.next_at = now.after(interval);
-        let probe = Box::new(probe.clone());
+        let probe = probe.clone();
         self.out.push(Action::Probe {
             unit: name.clone(),
             probe,
