@@ -22,6 +22,8 @@ pub mod resources;
 pub mod selfalert;
 pub mod state;
 pub mod systemd;
+#[cfg(test)]
+mod testing;
 pub mod text;
 pub mod unit;
 pub mod window;

@@ -497,6 +497,7 @@ impl Check {
 mod tests {
     use super::*;
     use crate::config::DiskLimit;
+    use crate::testing::on_tiny_tmpfs;
     use std::fs::{self, File};
     use std::io::Write;
     use std::time::Duration;
@@ -957,39 +958,6 @@ mod tests {
         let mut tracker = Tracker::default();
         let crossings: Vec<String> = tracker.assess(readings).iter().map(show).collect();
         assert_eq!(crossings, [format!("unreadable disk {}", gone.display())]);
-    }
-
-    /// Runs `f` on a thread of its own in a private mount namespace with a tmpfs of `size` on
-    /// `dir`: a real file system that fills, on none of the host's. Needs root, as the whole
-    /// suite does (TESTING.md); the namespace and the mount end with the thread.
-    fn on_tiny_tmpfs<T: Send>(dir: &Path, size: &str, f: impl FnOnce() -> T + Send) -> T {
-        use nix::mount::{MsFlags, mount};
-        std::thread::scope(|scope| {
-            let thread = scope.spawn(|| {
-                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-                    .expect("a private mount namespace for a tiny tmpfs (the tests run as root)");
-                mount(
-                    None::<&str>,
-                    "/",
-                    None::<&str>,
-                    MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-                    None::<&str>,
-                )
-                .expect("make the namespace's mounts private");
-                mount(
-                    Some("tmpfs"),
-                    dir,
-                    Some("tmpfs"),
-                    MsFlags::empty(),
-                    Some(format!("size={size}").as_str()),
-                )
-                .expect("mount a tmpfs");
-                f()
-            });
-            thread
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
     }
 
     #[test]

@@ -98,7 +98,7 @@ impl Url {
         let (authority, target) = rest.split_at(end);
         if authority.contains('@') {
             return Err(
-                "holds user@ or user:password@, which probes do not send: remove it".into(),
+                "holds user@ or user:password@, which unitwarden never sends: remove it".into(),
             );
         }
         let (host, port) = match split_port(authority)? {

@@ -244,23 +244,21 @@ impl Systemd {
 
     /// Queues `RestartUnit(name, "replace")`.
     pub async fn restart(&self, name: &UnitName) -> Result<Job> {
-        let call = self.jobs.call_out();
-        let reply = self
-            .manager_call("RestartUnit", &(name.as_str(), "replace"))
-            .await?;
-        let job: OwnedObjectPath = reply.body().deserialize()?;
-        let path = JobPath::from_bus(job.as_str());
-        let removed = self.jobs.claim(path);
-        drop(call);
-        Ok(Job { removed })
+        self.queue("RestartUnit", name).await
     }
 
     /// Queues `StartUnit(name, "replace")`: a recovery unit. For a oneshot the job ends when
     /// its run does.
     pub async fn start(&self, name: &UnitName) -> Result<Job> {
+        self.queue("StartUnit", name).await
+    }
+
+    /// Calls the manager's `method(name, "replace")`, which queues a job, and claims the job
+    /// before any `JobRemoved` can be read.
+    async fn queue(&self, method: &str, name: &UnitName) -> Result<Job> {
         let call = self.jobs.call_out();
         let reply = self
-            .manager_call("StartUnit", &(name.as_str(), "replace"))
+            .manager_call(method, &(name.as_str(), "replace"))
             .await?;
         let job: OwnedObjectPath = reply.body().deserialize()?;
         let path = JobPath::from_bus(job.as_str());
