@@ -47,7 +47,7 @@ success
 .TP
 .B 1
 the command's check failed; for \fBonce\fR: a unit is still down at the end; for \fBdoctor\fR:
-a warning (notes alone exit 0), or the manager cannot be reached on the bus
+any finding (a warning or a note), or the manager cannot be reached on the bus
 .TP
 .B 2
 invalid configuration or arguments (one line on stderr: \fIPATH\fR:\fILINE\fR:\fICOL\fR: what is wrong)

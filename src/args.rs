@@ -94,7 +94,7 @@ pub enum Cmd {
         #[arg(long, default_value = "unitwarden.service", value_name = "UNIT")]
         unit: String,
     },
-    /// Read every watched unit over D-Bus and flag pitfalls (exit 0 no warnings, 1 warnings or the manager cannot be reached)
+    /// Read every watched unit over D-Bus and flag pitfalls (exit 0 no findings, 1 findings or the manager cannot be reached)
     Doctor {
         /// Print the versioned JSON document instead of the table
         #[arg(long)]

@@ -169,8 +169,7 @@ fn print_warnings(settings: &Settings, warnings: impl IntoIterator<Item = String
     }
 }
 
-/// `doctor`: exit 0 without warnings (notes alone are fine), 1 with warnings or without a
-/// manager to ask.
+/// `doctor`: exit 0 with no findings, 1 with any (a note included) or without a manager to ask.
 async fn doctor(settings: Settings, json: bool) -> ExitCode {
     let facts = match crate::doctor::gather(&settings).await {
         Ok(f) => f,
@@ -197,7 +196,9 @@ async fn doctor(settings: Settings, json: bool) -> ExitCode {
             crate::doctor::render::table(&report, render::Colour::of_stdout())
         );
     }
-    if report.has_warnings() {
+    // The contract: 1 for any finding. Scripts that want warnings only read `severity` from
+    // `--json`.
+    if !report.findings.is_empty() {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
