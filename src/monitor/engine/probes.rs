@@ -4,15 +4,13 @@
 
 use super::Engine;
 use crate::clock::Now;
+use crate::config::ProbeSettings;
 use crate::monitor::narrate::Line;
 use crate::monitor::protocol::Action;
 use crate::monitor::registry::{ProbeResult, Watched};
 use crate::policy::Health;
 use crate::probe::ProbeOutcome;
 use crate::unit::{ActiveState, UnitName};
-
-/// The most characters of a probe's answer kept for lines, alerts and `status`.
-const DETAIL_MAX: usize = 300;
 
 impl Engine {
     /// Starts every probe that is due: one per unit at a time, only on active units nobody
@@ -72,49 +70,49 @@ impl Engine {
     /// A probe has answered.
     pub(super) fn probed(&mut self, name: &UnitName, outcome: ProbeOutcome, now: &Now) {
         let ok = outcome.ok;
-        let detail = crate::text::one_line(&outcome.detail).into_owned();
-        self.decide_probe(name, outcome, now);
+        let detail = self.decide_probe(name, outcome, now);
         self.preflight_probed(name, ok, &detail);
         self.finish_preflight(now);
     }
 
-    fn decide_probe(&mut self, name: &UnitName, outcome: ProbeOutcome, now: &Now) {
-        let limit_base = {
-            let Some(w) = self.units.get(name) else {
-                return;
-            };
-            let Some(p) = w.settings.probe.as_ref() else {
-                return;
-            };
-            p.failures
-        };
-        let limit = self
-            .settings
+    /// How many failures in a row make a unit with `p` down now: a window may be stricter.
+    pub(super) fn probe_limit(&self, p: &ProbeSettings, now: &Now) -> u32 {
+        self.settings
             .calendar
-            .effective_failures(now.wall, limit_base)
-            .min(limit_base);
+            .effective_failures(now.wall, p.failures)
+            .min(p.failures)
+    }
+
+    /// Counts the answer; returns its detail.
+    fn decide_probe(&mut self, name: &UnitName, outcome: ProbeOutcome, now: &Now) -> Box<str> {
+        // Already one line and bounded: `probe::run` shapes every detail.
+        let detail: Box<str> = outcome.detail.into();
+        let Some(limit) = self
+            .units
+            .get(name)
+            .and_then(|w| w.settings.probe.as_deref())
+            .map(|p| self.probe_limit(p, now))
+        else {
+            return detail;
+        };
         let Some(w) = self.units.get_mut(name) else {
-            return;
+            return detail;
         };
         let may_count = probe_may_run(w);
         let Some(ps) = w.probe.as_deref_mut() else {
-            return;
+            return detail;
         };
         ps.running = false;
-        let detail: String = crate::text::one_line(&outcome.detail)
-            .chars()
-            .take(DETAIL_MAX)
-            .collect();
         ps.last = Some(ProbeResult {
             ok: outcome.ok,
-            detail: detail.clone().into(),
+            detail: detail.clone(),
             at: now.wall,
             took: outcome.took,
         });
         if !may_count {
             // The unit stopped, was paused or is being restarted meanwhile: the answer is
             // about a unit that is gone.
-            return;
+            return detail;
         }
         if outcome.ok {
             let was_down = std::mem::take(&mut ps.down);
@@ -130,7 +128,7 @@ impl Engine {
                 self.observe(name, obs, now);
                 self.tick_all(now);
             }
-            return;
+            return detail;
         }
         if ps.in_grace(now) {
             let line = Line::new(
@@ -139,11 +137,11 @@ impl Engine {
             )
             .unit(name);
             self.log(line);
-            return;
+            return detail;
         }
         if ps.down {
             // Down already: the episode is under way, and each attempt starts the count over.
-            return;
+            return detail;
         }
         ps.failures = ps.failures.saturating_add(1);
         let count = ps.failures;
@@ -160,6 +158,7 @@ impl Engine {
             self.observe(name, obs, now);
             self.tick_all(now);
         }
+        detail
     }
 }
 
