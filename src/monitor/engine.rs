@@ -211,9 +211,13 @@ impl Engine {
     /// When the engine next needs [`Input::Timer`].
     pub fn wake_at(&self, now: &Now) -> Instant {
         let mut wake = self.next_poll;
+        let probing = self.probing();
         for (_, w) in self.units.iter() {
             if let Some(d) = w.machine.next_deadline(&w.settings.policy, now) {
                 wake = wake.min(d);
+            }
+            if let Some(at) = probing.then(|| probes::probe_due_at(w)).flatten() {
+                wake = wake.min(at);
             }
             if let Some(until) = w.hold.as_deref().and_then(Hold::until) {
                 wake = wake.min(now.instant_of(until));
@@ -221,9 +225,6 @@ impl Engine {
         }
         if let Some(t) = self.settings.calendar.next_transition(now.wall) {
             wake = wake.min(now.instant_of(t));
-        }
-        if let Some(at) = self.next_probe() {
-            wake = wake.min(at);
         }
         if let Some(at) = self.host_wake(now) {
             wake = wake.min(at);

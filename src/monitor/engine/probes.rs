@@ -16,19 +16,15 @@ impl Engine {
     /// Starts every probe that is due: one per unit at a time, only on active units nobody
     /// holds and no attempt of ours is moving.
     pub(super) fn start_due_probes(&mut self, now: &Now) {
-        if self.mode != super::Mode::Daemon || self.shutting_down {
+        if !self.probing() {
             return;
         }
-        let mut due = Vec::new();
-        for (name, w) in self.units.iter() {
-            if let Some(ps) = w.probe.as_deref()
-                && probe_may_run(w)
-                && !ps.running
-                && ps.next_at <= now.at
-            {
-                due.push(name.clone());
-            }
-        }
+        let due: Vec<UnitName> = self
+            .units
+            .iter()
+            .filter(|(_, w)| probe_due_at(w).is_some_and(|at| at <= now.at))
+            .map(|(name, _)| name.clone())
+            .collect();
         for name in due {
             self.start_probe(&name, now);
         }
@@ -53,18 +49,9 @@ impl Engine {
         });
     }
 
-    /// When the next probe is due, if any unit may be probed.
-    pub(super) fn next_probe(&self) -> Option<tokio::time::Instant> {
-        if self.mode != super::Mode::Daemon || self.shutting_down {
-            return None;
-        }
-        self.units
-            .iter()
-            .filter(|(_, w)| probe_may_run(w))
-            .filter_map(|(_, w)| w.probe.as_deref())
-            .filter(|ps| !ps.running)
-            .map(|ps| ps.next_at)
-            .min()
+    /// Whether probes run at all: in the daemon, until the host shuts down.
+    pub(super) fn probing(&self) -> bool {
+        self.mode == super::Mode::Daemon && !self.shutting_down
     }
 
     /// A probe has answered.
@@ -171,6 +158,12 @@ pub(super) fn probe_may_run(w: &Watched) -> bool {
         && w.obs
             .as_ref()
             .is_some_and(|o| o.active == ActiveState::Active)
+}
+
+/// When `w`'s next probe is due, if it may run and none is out.
+pub(super) fn probe_due_at(w: &Watched) -> Option<tokio::time::Instant> {
+    let ps = w.probe.as_deref()?;
+    (probe_may_run(w) && !ps.running).then_some(ps.next_at)
 }
 
 /// The unit's health with its probe's verdict: an active unit whose probe failed `failures`
