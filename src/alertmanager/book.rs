@@ -18,6 +18,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::alert::{Event, EventKind};
+use crate::clock::add;
 
 /// How often active alerts are posted again.
 pub const REFRESH: Duration = Duration::from_secs(60);
@@ -61,20 +62,13 @@ fn lasting(kind: EventKind) -> bool {
     )
 }
 
-/// The conditions of a unit that `kind` ends.
-fn resolves(kind: EventKind) -> &'static [EventKind] {
-    match kind {
-        EventKind::Restarted | EventKind::Recovered => &[
-            EventKind::Down,
-            EventKind::RestartFailed,
-            EventKind::GaveUp,
-            EventKind::NotFound,
-            EventKind::ProbeFailed,
-            EventKind::OperatorStop,
-        ],
-        // retry, resume, pause: an operator has taken the unit in hand.
-        EventKind::Operator => &[EventKind::GaveUp, EventKind::OperatorStop],
-        _ => &[],
+/// Whether an event `by` ends a unit's condition `cond`: the unit is back, or an operator has
+/// taken it in hand (retry, resume, pause).
+fn ends(by: EventKind, cond: EventKind) -> bool {
+    match by {
+        EventKind::Restarted | EventKind::Recovered => lasting(cond),
+        EventKind::Operator => matches!(cond, EventKind::GaveUp | EventKind::OperatorStop),
+        _ => false,
     }
 }
 
@@ -112,14 +106,14 @@ impl Book {
     /// within [`MAX_ALERTS`].
     pub fn take(&mut self, ev: &Event, host: &str, annotations: BTreeMap<String, String>) -> usize {
         let unit = ev.unit.as_ref().map(|u| u.as_str().to_string());
-        let ended = resolves(ev.kind);
         for a in &mut self.alerts {
-            if a.unit == unit && a.ends_at.is_none() && ended.contains(&a.event) {
+            if a.unit == unit && a.ends_at.is_none() && ends(ev.kind, a.event) {
                 a.ends_at = Some(ev.at);
                 a.posted = false;
             }
         }
-        if !ended.is_empty() && ev.kind != EventKind::Operator {
+        // The unit is back: that ends alerts and is none of its own.
+        if matches!(ev.kind, EventKind::Restarted | EventKind::Recovered) {
             return 0;
         }
         let ends_at = (!lasting(ev.kind)).then(|| add(ev.at, HAPPENING_TTL));
@@ -225,10 +219,6 @@ impl Book {
         }
         self
     }
-}
-
-fn add(t: Timestamp, d: Duration) -> Timestamp {
-    crate::clock::add(t, d)
 }
 
 #[cfg(test)]

@@ -178,6 +178,8 @@ impl Sink {
                         while let Ok(ev) = self.rx.try_recv() {
                             self.take(ev).await;
                         }
+                        // One write for a burst, before anything of it is posted.
+                        self.save().await;
                         // News goes out now, unless a failure's backoff is running.
                         if self.failures == 0 {
                             next_post = Instant::now();
@@ -202,6 +204,7 @@ impl Sink {
         while let Ok(ev) = self.rx.try_recv() {
             self.take(ev).await;
         }
+        self.save().await;
         if self.book.has_news() {
             let _ = tokio::time::timeout(FLUSH_BOUND, self.post()).await;
         }
@@ -255,7 +258,6 @@ impl Sink {
             );
         }
         self.count_waiting();
-        self.save().await;
     }
 
     /// Posts the whole book; `Err` when Alertmanager did not take it (logged, counted).
