@@ -2,6 +2,7 @@
 //! pitfall it flags, a config of well-set units that gives no findings, and a bus that is not
 //! there.
 
+use crate::smtp::closed_port;
 use std::path::Path;
 use std::process::Output;
 
@@ -337,10 +338,4 @@ fn doctor_without_a_manager_says_so_in_one_line_and_exits_1() {
     let out = doctor(None, &cfg, &["--json"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(out.stdout.is_empty());
-}
-
-/// A loopback port nothing listens on: bound, then closed again.
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }

@@ -9,7 +9,8 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::prom::{Alertmanager, Prometheus, free_port, get, promtool, request};
+use crate::prom::{Alertmanager, Prometheus, get, promtool, request};
+use crate::support::web::free_port;
 use crate::support::{Daemon, Manager, run_cli, wait_until, write_config};
 
 const T: Duration = Duration::from_secs(30);

@@ -6,6 +6,7 @@
 // Not every test uses every helper.
 #![allow(dead_code)]
 
+use crate::support::web::free_port;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -31,12 +32,6 @@ pub fn tool(program: &str, package: &str) -> PathBuf {
                 "{program} is not installed: apt-get install --no-install-recommends {package} (.ci/run does)"
             )
         })
-}
-
-/// A free loopback port (the kernel's pick; free again once the listener is dropped).
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 /// An HTTP answer: status code, headers as read, body.
