@@ -56,11 +56,6 @@ pub enum Resource {
 }
 
 impl Resource {
-    /// `disk /var`, `memory`, `load`.
-    pub fn name(&self) -> String {
-        self.to_string()
-    }
-
     /// A value or threshold of this check for people: `93.1%` (or `90%` when whole) for disk
     /// and memory, `2.50` for load.
     pub fn show(&self, value: f64) -> String {
@@ -78,6 +73,7 @@ impl Resource {
     }
 }
 
+/// `disk /var`, `memory`, `load`: how lines and alerts name the check.
 impl fmt::Display for Resource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -403,6 +399,7 @@ pub enum Crossing {
 }
 
 impl Crossing {
+    #[cfg(test)]
     pub fn reading(&self) -> &Reading {
         match self {
             Crossing::Over(r) | Crossing::Back(r) | Crossing::Unreadable(r) => r,
@@ -462,6 +459,7 @@ impl Tracker {
     }
 
     /// The checks whose last reading failed.
+    #[cfg(test)]
     pub fn unreadable(&self) -> impl Iterator<Item = &Resource> {
         self.checks
             .iter()
@@ -704,9 +702,9 @@ mod tests {
             broken(Resource::Disk("/srv".into()), 90),
             memory(90, 0.95),
         ]);
-        let over: Vec<String> = tracker.over().map(Resource::name).collect();
+        let over: Vec<String> = tracker.over().map(Resource::to_string).collect();
         assert_eq!(over, ["disk /var", "memory"]);
-        let unreadable: Vec<String> = tracker.unreadable().map(Resource::name).collect();
+        let unreadable: Vec<String> = tracker.unreadable().map(Resource::to_string).collect();
         assert_eq!(unreadable, ["disk /srv"]);
 
         tracker.assess(vec![memory(90, 0.1)]);
@@ -726,10 +724,13 @@ mod tests {
 
     #[test]
     fn names_and_values_read_as_people_write_them() {
-        assert_eq!(Resource::Disk("/var/lib".into()).name(), "disk /var/lib");
-        assert_eq!(Resource::Disk("/a\nb".into()).name(), r"disk /a\nb");
-        assert_eq!(Resource::Memory.name(), "memory");
-        assert_eq!(Resource::Load.name(), "load");
+        assert_eq!(
+            Resource::Disk("/var/lib".into()).to_string(),
+            "disk /var/lib"
+        );
+        assert_eq!(Resource::Disk("/a\nb".into()).to_string(), r"disk /a\nb");
+        assert_eq!(Resource::Memory.to_string(), "memory");
+        assert_eq!(Resource::Load.to_string(), "load");
         assert_eq!(Resource::Memory.show(0.9), "90%");
         assert_eq!(Resource::Memory.show(0.85), "85%");
         assert_eq!(Resource::Disk("/".into()).show(0.9312), "93.1%");
@@ -907,7 +908,7 @@ mod tests {
     #[test]
     fn reading_the_real_host_gives_plausible_values() {
         let readings = read(&settings(&[(Path::new("/"), 90)], Some(90), Some(2.0)));
-        let kinds: Vec<String> = readings.iter().map(|r| r.resource.name()).collect();
+        let kinds: Vec<String> = readings.iter().map(|r| r.resource.to_string()).collect();
         assert_eq!(kinds, ["disk /", "memory", "load"]);
         for r in &readings {
             let value = r

@@ -62,12 +62,17 @@ impl Engine {
         if self.mode != super::Mode::Daemon || self.host.running {
             return;
         }
+        if self.settings.resources.is_none() || self.host.next.is_some_and(|at| at > now.at) {
+            return;
+        }
+        self.start_resource_check(now);
+    }
+
+    /// Sends a round of resource readings out now; the next is due an interval later.
+    fn start_resource_check(&mut self, now: &Now) {
         let Some(r) = self.settings.resources.as_ref() else {
             return;
         };
-        if self.host.next.is_some_and(|at| at > now.at) {
-            return;
-        }
         self.host.next = Some(now.after(r.interval));
         self.host.running = true;
         self.out.push(Action::CheckResources(Box::new(r.clone())));
@@ -189,16 +194,11 @@ impl Engine {
         for name in start {
             self.start_probe(&name, now);
         }
-        let resources = match &self.settings.resources {
-            Some(r) if !self.host.running => {
-                self.host.running = true;
-                self.host.next = Some(now.after(r.interval));
-                self.out.push(Action::CheckResources(Box::new(r.clone())));
-                false
-            }
-            Some(_) => false,
-            None => true,
-        };
+        // Done already when there is nothing to read; a round under way counts for the check.
+        let resources = self.settings.resources.is_none();
+        if !resources && !self.host.running {
+            self.start_resource_check(now);
+        }
         self.log(
             Line::info(format!(
                 "pre-flight check before {} opens at {}",
