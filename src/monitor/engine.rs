@@ -38,6 +38,9 @@ pub struct Engine {
     next_poll: Instant,
     last_poll: Instant,
     window: Option<String>,
+    /// The smallest `failures` of the active windows (`u32::MAX` when none sets one), read at
+    /// each window boundary.
+    window_failures: u32,
     reload_note: Option<String>,
     /// `READY=1` was sent; later polls after a connect are resynchronisations.
     ready: bool,
@@ -74,6 +77,7 @@ impl Engine {
             next_poll: now.at,
             last_poll: now.at,
             window: None,
+            window_failures: u32::MAX,
             reload_note: None,
             ready: false,
             resync: false,
@@ -800,6 +804,7 @@ impl Engine {
         let base = self.settings.daemon.interval;
         let interval = cal.effective_interval(now.wall, base).min(base);
         let mode = cal.mode(now.wall);
+        self.window_failures = cal.effective_failures(now.wall, u32::MAX);
         if mode != self.window {
             let line = match &mode {
                 Some(w) => Line::info("critical window started").window(w.clone()),

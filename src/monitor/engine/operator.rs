@@ -244,7 +244,7 @@ impl Engine {
                 took_ms: u64::try_from(r.took.as_millis()).unwrap_or(u64::MAX),
             }),
             failures: ps.failures,
-            of: self.probe_limit(p, now),
+            of: self.probe_limit(p),
             down: ps.down,
             grace_until: ps
                 .grace_until

@@ -63,11 +63,8 @@ impl Engine {
     }
 
     /// How many failures in a row make a unit with `p` down now: a window may be stricter.
-    pub(super) fn probe_limit(&self, p: &ProbeSettings, now: &Now) -> u32 {
-        self.settings
-            .calendar
-            .effective_failures(now.wall, p.failures)
-            .min(p.failures)
+    pub(super) fn probe_limit(&self, p: &ProbeSettings) -> u32 {
+        p.failures.min(self.window_failures)
     }
 
     /// Counts the answer; returns its detail.
@@ -78,7 +75,7 @@ impl Engine {
             .units
             .get(name)
             .and_then(|w| w.settings.probe.as_deref())
-            .map(|p| self.probe_limit(p, now))
+            .map(|p| self.probe_limit(p))
         else {
             return detail;
         };
